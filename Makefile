@@ -1,0 +1,42 @@
+# incident-responder: `make run` sets up and serves on embedded defaults; `make test` runs every check.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ./data
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+# A development key for the quickstart; set IR_API_KEYS yourself for anything real.
+export IR_API_KEYS ?= default:dev-key-change-me
+
+.PHONY: setup run test lint typecheck unit clean eval
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# CPU torch first: a bare torch requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/incident-responder runbooks import examples/runbooks --data-dir $(DATA)
+	$(BIN)/incident-responder serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

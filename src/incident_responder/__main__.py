@@ -1,0 +1,3 @@
+from incident_responder.cli import main
+
+main()

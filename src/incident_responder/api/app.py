@@ -1,0 +1,83 @@
+"""``create_app``: the FastAPI application around a ``Services`` container."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import RequestResponseEndpoint
+
+from incident_responder import __version__
+from incident_responder.api.errors import install_error_handlers
+from incident_responder.api.idempotency import IdempotencyGuard
+from incident_responder.api.limits import BodySizeLimit
+from incident_responder.api.routes import incidents, ops, runbooks, tickets
+from incident_responder.container import Services, build_services
+from incident_responder.metrics import Metrics
+from incident_responder.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    build: Callable[[Settings, Metrics], Services] | None = None,
+) -> FastAPI:
+    """The app; with ``services`` it is ready at once, else they are built in the
+    background at start-up while /healthz already answers and /readyz says 503."""
+    metrics = services.metrics if services is not None else Metrics()
+    builder = build or (lambda s, m: build_services(s, metrics=m))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker: threading.Thread | None = None
+        if app.state.services is None:
+
+            def start() -> None:
+                try:
+                    built = builder(settings, metrics)
+                    app.state.idempotency = IdempotencyGuard(built.idempotency)
+                    app.state.services = built
+                except Exception as exc:
+                    app.state.startup_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("service.start_failed")
+
+            worker = threading.Thread(target=start, name="ir-startup", daemon=True)
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.join()
+            if app.state.services is not None:
+                app.state.services.close()
+
+    app = FastAPI(title="incident-responder", version=__version__, lifespan=lifespan)
+    app.state.services = services
+    app.state.startup_error = None
+    app.state.metrics = metrics
+    app.state.api_keys = settings.key_to_tenant()
+    if services is not None:
+        app.state.idempotency = IdempotencyGuard(services.idempotency)
+    install_error_handlers(app)
+    for module in (incidents, tickets, runbooks, ops):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.stage_seconds.labels("request").observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from incident_responder.api.deps import ServicesDep, TenantDep
+from incident_responder.api.schemas import BatchIn, IncidentIn
+from incident_responder.errors import InvalidInput
+from incident_responder.models import IncidentResult
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+
+def _status_code(result: IncidentResult) -> int:
+    return {"new": 201, "queued": 202}.get(result.status, 200)
+
+
+def _check_lengths(services: ServicesDep, incidents: list[IncidentIn]) -> None:
+    limit = services.settings.max_log_chars
+    for i, incident in enumerate(incidents):
+        if len(incident.log) > limit:
+            where = "log" if len(incidents) == 1 else f"incidents.{i}.log"
+            raise InvalidInput(f"{where}: must be at most {limit} characters")
+
+
+@router.post("", status_code=201, response_model=IncidentResult)
+async def report_incident(
+    body: IncidentIn,
+    request: Request,
+    services: ServicesDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    _check_lengths(services, [body])
+
+    async def handle() -> tuple[int, dict[str, Any]]:
+        result = await services.responder.handle(tenant, body.to_report())
+        return _status_code(result), result.model_dump(mode="json")
+
+    status, payload = await request.app.state.idempotency.run(tenant, idempotency_key, "incident", await request.body(), handle)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.post("/batch", status_code=200)
+async def report_batch(
+    body: BatchIn,
+    request: Request,
+    services: ServicesDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    if len(body.incidents) > services.settings.max_batch:
+        raise InvalidInput(f"incidents: at most {services.settings.max_batch} per batch")
+    _check_lengths(services, body.incidents)
+
+    async def handle() -> tuple[int, dict[str, Any]]:
+        results = await services.responder.handle_batch(tenant, [i.to_report() for i in body.incidents])
+        return 200, {"results": [r.model_dump(mode="json") for r in results]}
+
+    status, payload = await request.app.state.idempotency.run(tenant, idempotency_key, "batch", await request.body(), handle)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get("/{incident_id}", response_model=IncidentResult)
+async def get_incident(incident_id: str, services: ServicesDep, tenant: TenantDep) -> IncidentResult:
+    return await anyio.to_thread.run_sync(lambda: services.incidents.get(tenant, incident_id))

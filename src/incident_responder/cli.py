@@ -1,0 +1,108 @@
+"""The ``incident-responder`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from incident_responder.errors import ConfigError, IncidentResponderError
+from incident_responder.logs import configure_logging
+from incident_responder.settings import Settings, describe, load_settings
+
+app = typer.Typer(help="Deduplicate incidents, find the runbook, recommend the fix.", no_args_is_help=True)
+runbooks_app = typer.Typer(help="Manage the runbook library.", no_args_is_help=True)
+app.add_typer(runbooks_app, name="runbooks")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (IR_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (IR_PORT)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="serve without API keys")] = False,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from incident_responder.api.app import create_app
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, insecure_no_auth=insecure_no_auth or None)
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def config(show_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print every setting (secrets masked)."""
+    try:
+        settings = load_settings()
+    except ConfigError:
+        settings = load_settings(insecure_no_auth=True)  # show the rest even when keys are missing
+    rows = describe(settings)
+    if show_json:
+        typer.echo(json.dumps({env: value for env, value, _ in rows}, indent=1))
+        return
+    width = max(len(env) for env, _, _ in rows)
+    for env, value, doc in rows:
+        typer.echo(f"{env:<{width}}  {value or '-':<24}  {doc}")
+
+
+@runbooks_app.command("import")
+def import_runbooks(
+    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="folder of Markdown runbooks")],
+    tenant: Annotated[str, typer.Option(help="tenant that owns them")] = "default",
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+) -> None:
+    """Load every *.md file (id = file name, title = first heading) into the data dir.
+
+    Run it while the server is stopped (the embedded index is single-process), or
+    PUT /v1/runbooks/{id} against a running server instead.
+    """
+    from incident_responder.container import build_services
+    from incident_responder.models import Runbook
+    from incident_responder.pipeline.chunking import runbook_title
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+    files = sorted(directory.glob("*.md"))
+    if not files:
+        typer.echo(f"no *.md files in {directory}", err=True)
+        raise typer.Exit(1)
+    services = build_services(settings)
+    try:
+        created = 0
+        for path in files:
+            content = path.read_text(encoding="utf-8")
+            runbook = Runbook(id=path.stem, title=runbook_title(content, path.stem), content=content)
+            created += services.catalog.put(tenant, runbook)
+        typer.echo(f"imported {len(files)} runbooks into tenant {tenant!r} ({created} new)")
+    except IncidentResponderError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        services.close()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,31 @@
+"""Prometheus metrics, on a registry owned by the app (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.incidents = Counter(
+            "ir_incidents_total", "Incident reports processed, by outcome", ["status"], registry=self.registry
+        )
+        self.match_methods = Counter(
+            "ir_dedup_matches_total", "Reports merged into a ticket, by how they matched", ["method"], registry=self.registry
+        )
+        self.stage_seconds = Histogram(
+            "ir_stage_seconds", "Time spent per pipeline stage", ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry
+        )
+        self.requests = Counter(
+            "ir_http_requests_total", "HTTP requests by route and status code", ["route", "code"], registry=self.registry
+        )
+        self.runbooks = Gauge("ir_runbooks_loaded", "Runbooks preloaded in memory", registry=self.registry)
+        self.reconciled = Counter(
+            "ir_reconciled_total", "Interrupted ticket/vector writes repaired at start-up", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

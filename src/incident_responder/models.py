@@ -1,0 +1,122 @@
+"""Domain types shared by every stage. No HTTP, no I/O: plain pydantic models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Severity = Literal["critical", "high", "medium", "low"]
+TicketStatus = Literal["open", "resolved"]
+Outcome = Literal["new", "existing", "regression", "queued"]
+MatchMethod = Literal["fingerprint", "template", "semantic"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IncidentReport(BaseModel):
+    """One report as it arrived (already validated by the API layer)."""
+
+    service: str
+    log: str
+    severity: Severity | None = None
+    title: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Runbook(BaseModel):
+    id: str
+    title: str
+    content: str
+    services: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RunbookChunk(BaseModel):
+    """A heading-delimited section of a runbook: the unit that is embedded and searched."""
+
+    runbook_id: str
+    chunk_no: int
+    heading: str
+    text: str
+
+
+class RunbookHit(BaseModel):
+    """A runbook (not a chunk) ranked for an incident."""
+
+    id: str
+    title: str
+    score: float
+
+
+class Recommendation(BaseModel):
+    summary: str
+    steps: list[str]
+    source: str
+    runbook_ids: list[str] = Field(default_factory=list)
+
+
+class Comment(BaseModel):
+    kind: Literal["comment", "occurrence", "regression", "resolution"] = "comment"
+    author: str
+    body: str
+    created_at: datetime = Field(default_factory=utcnow)
+    incident_id: str | None = None
+
+
+class Match(BaseModel):
+    """Why a report was put in the ticket it was put in."""
+
+    method: MatchMethod
+    template: str
+    similarity: float
+
+
+class Signature(BaseModel):
+    """A distinct normalized form of the reports in a ticket; each has one vector."""
+
+    template: str
+    embed_text: str
+
+
+class Ticket(BaseModel):
+    ticket_id: str
+    tenant: str
+    service: str
+    status: TicketStatus = "open"
+    title: str
+    severity: Severity | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    occurrences: int = 1
+    regressions: int = 0
+    comments: list[Comment] = Field(default_factory=list)
+    runbooks: list[RunbookHit] = Field(default_factory=list)
+    recommendation: Recommendation | None = None
+    resolution: str | None = None
+    # Distinct normalized forms merged here, keyed by fingerprint; each one has a
+    # vector in the index (point id derived from ticket id + fingerprint), so the
+    # index can always be rebuilt from tickets alone.
+    signatures: dict[str, Signature] = Field(default_factory=dict)
+    normalizer_version: str = ""
+    version: int = 0
+
+
+class IncidentResult(BaseModel):
+    """The outcome of one report: the API response body, also stored for GET."""
+
+    incident_id: str
+    ticket_id: str | None
+    status: Outcome
+    matched_ticket_id: str | None = None
+    similarity: float | None = None
+    match: Match | None = None
+    related_ticket_ids: list[str] = Field(default_factory=list)
+    runbooks: list[RunbookHit] = Field(default_factory=list)
+    recommendation: Recommendation | None = None

@@ -1,0 +1,41 @@
+"""Dedup: is this report the same incident as an earlier one of its tenant+service?
+
+Three tiers, cheapest first: the exact fingerprint of the normalized template (a
+payload lookup, no ranking), then the nearest earlier reports by embedding, judged
+by template likeness and cosine similarity (``matching.choose_match``).
+"""
+
+from __future__ import annotations
+
+from incident_responder.pipeline.matching import Candidate, MatchDecision, MatchThresholds, choose_match
+from incident_responder.pipeline.normalize import NormalizedLog
+from incident_responder.ports import Vector, VectorFilter, VectorIndex
+
+
+class Analyzer:
+    def __init__(self, *, index: VectorIndex, thresholds: MatchThresholds, search_limit: int) -> None:
+        self._index = index
+        self._thresholds = thresholds
+        self._search_limit = search_limit
+
+    def by_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
+        """The ticket already holding a report with this exact fingerprint, if any."""
+        where = VectorFilter({"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint})
+        hits = self._index.find(where, limit=1)
+        return str(hits[0].payload["ticket_id"]) if hits else None
+
+    def decide(self, tenant: str, service: str, norm: NormalizedLog, vector: Vector | None) -> MatchDecision:
+        ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
+        if ticket_id is not None:
+            return MatchDecision(
+                ticket_id=ticket_id, method="fingerprint", similarity=1.0, template=norm.template, related_ticket_ids=()
+            )
+        if vector is None:
+            raise ValueError("a report without a fingerprint match needs its vector")
+        where = VectorFilter({"tenant": tenant, "kind": "incident", "service": service})
+        hits = self._index.search(vector, where, limit=self._search_limit)
+        candidates = [
+            Candidate(ticket_id=str(h.payload["ticket_id"]), template=str(h.payload.get("template", "")), similarity=h.score)
+            for h in hits
+        ]
+        return choose_match(norm.template, candidates, self._thresholds)

@@ -1,0 +1,217 @@
+"""The incident pipeline end to end: normalize -> embed -> dedup -> (retrieve ->
+recommend) -> store. Async at the edge; every blocking stage runs in a worker thread.
+
+The decide-and-write step is serialized per tenant+service, so concurrent identical
+reports can never open two tickets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio.to_thread
+import structlog
+
+from incident_responder.ids import new_incident_id, new_ticket_id
+from incident_responder.metrics import Metrics
+from incident_responder.models import IncidentReport, IncidentResult, Match, RunbookHit
+from incident_responder.pipeline.analyze import Analyzer
+from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
+from incident_responder.pipeline.runbooks import RunbookCatalog
+from incident_responder.pipeline.ticketing import Report, TicketDesk
+from incident_responder.ports import Embedder, Recommender, Vector
+from incident_responder.repositories import IncidentRepository
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_TITLE_CHARS = 120
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, ...], tuple[asyncio.Lock, int]] = {}
+
+    @contextmanager
+    def _ref(self, key: tuple[str, ...]) -> Iterator[asyncio.Lock]:
+        lock, refs = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, refs + 1)
+        try:
+            yield lock
+        finally:
+            lock, refs = self._locks[key]
+            if refs == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, refs - 1)
+
+    def hold(self, *key: str) -> _Held:
+        return _Held(self, key)
+
+
+@dataclass
+class _Held:
+    owner: KeyedLocks
+    key: tuple[str, ...]
+
+    async def __aenter__(self) -> None:
+        self._ctx = self.owner._ref(self.key)
+        self._lock = self._ctx.__enter__()
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._ctx.__exit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._ctx.__exit__(None, None, None)
+
+
+class Responder:
+    def __init__(
+        self,
+        *,
+        normalizer: LogNormalizer,
+        embedder: Embedder,
+        analyzer: Analyzer,
+        desk: TicketDesk,
+        catalog: RunbookCatalog,
+        recommender: Recommender,
+        incidents: IncidentRepository,
+        metrics: Metrics,
+    ) -> None:
+        self._normalizer = normalizer
+        self._embedder = embedder
+        self._analyzer = analyzer
+        self._desk = desk
+        self._catalog = catalog
+        self._recommender = recommender
+        self._incidents = incidents
+        self._metrics = metrics
+        self._locks = KeyedLocks()
+
+    async def _run(self, stage: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        finally:
+            self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
+
+    async def handle(self, tenant: str, report: IncidentReport) -> IncidentResult:
+        return (await self.handle_batch(tenant, [report]))[0]
+
+    async def handle_batch(self, tenant: str, reports: Sequence[IncidentReport]) -> list[IncidentResult]:
+        """Process reports in order, with the same outcome as one request each."""
+        started = time.perf_counter()
+        norms = [self._normalizer.normalize(r.log) for r in reports]
+        self._metrics.stage_seconds.labels("normalize").observe(time.perf_counter() - started)
+        # Reports whose exact fingerprint is already known skip the model entirely.
+        known = await self._run(
+            "fingerprint",
+            lambda: [self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint) for r, n in zip(reports, norms, strict=True)],
+        )
+        texts = sorted({n.embed_text for n, k in zip(norms, known, strict=True) if k is None})
+        vectors: dict[str, Vector] = {}
+        if texts:
+            embedded = await self._run("embed", lambda: self._embedder.embed(texts))
+            vectors = {t: embedded[i] for i, t in enumerate(texts)}
+        results = []
+        for report, norm in zip(reports, norms, strict=True):
+            results.append(await self._process(tenant, report, norm, vectors.get(norm.embed_text)))
+        return results
+
+    async def _process(
+        self, tenant: str, report: IncidentReport, norm: NormalizedLog, vector: Vector | None
+    ) -> IncidentResult:
+        incident_id = new_incident_id()
+        async with self._locks.hold(tenant, report.service):
+            if vector is None and await self._run(
+                "fingerprint", lambda: self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None
+            ):
+                # The fingerprint was known at the pre-check but its ticket's vector is
+                # gone now (deleted by reconcile): this report needs the model after all.
+                vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
+            decision = await self._run("search", lambda: self._analyzer.decide(tenant, report.service, norm, vector))
+            if decision.ticket_id is not None and decision.method is not None:
+                matched_id = decision.ticket_id
+                rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
+                ticket, regression = await self._run("store", lambda: self._desk.add_report(tenant, matched_id, rep))
+                result = IncidentResult(
+                    incident_id=incident_id,
+                    ticket_id=ticket.ticket_id,
+                    status="regression" if regression else "existing",
+                    matched_ticket_id=ticket.ticket_id,
+                    similarity=round(decision.similarity or 0.0, 4),
+                    match=Match(method=decision.method, template=decision.template, similarity=round(decision.similarity or 0.0, 4)),
+                    related_ticket_ids=list(decision.related_ticket_ids),
+                    runbooks=ticket.runbooks,
+                    recommendation=ticket.recommendation,
+                )
+                self._metrics.match_methods.labels(decision.method).inc()
+            else:
+                assert vector is not None  # decide() refuses to search without one
+                result = await self._open(tenant, report, norm, incident_id, vector, decision.related_ticket_ids)
+            await self._run("store", lambda: self._incidents.put(tenant, result))
+        self._metrics.incidents.labels(result.status).inc()
+        log.info(
+            "incident.classified",
+            tenant=tenant,
+            service=report.service,
+            incident_id=incident_id,
+            ticket_id=result.ticket_id,
+            status=result.status,
+            method=decision.method,
+            similarity=result.similarity,
+        )
+        return result
+
+    async def _open(
+        self,
+        tenant: str,
+        report: IncidentReport,
+        norm: NormalizedLog,
+        incident_id: str,
+        vector: Vector,
+        related: Sequence[str],
+    ) -> IncidentResult:
+        found = await self._run("retrieve", lambda: self._catalog.search(tenant, report.log))
+        hits: list[RunbookHit] = [hit for hit, _ in found]
+        chunks = [c for _, cs in found for c in cs]
+        titles = {hit.id: hit.title for hit in hits}
+        recommendation = await self._run("recommend", lambda: self._recommender.recommend(report.log, chunks, titles))
+        title = report.title or _title_from(norm.message or report.log)
+        rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
+        ticket = await self._run(
+            "store",
+            lambda: self._desk.open_ticket(
+                tenant=tenant,
+                service=report.service,
+                ticket_id=new_ticket_id(),
+                title=title,
+                severity=report.severity,
+                labels=report.labels,
+                report=rep,
+                runbooks=hits,
+                recommendation=recommendation,
+            ),
+        )
+        return IncidentResult(
+            incident_id=incident_id,
+            ticket_id=ticket.ticket_id,
+            status="new",
+            related_ticket_ids=list(related),
+            runbooks=hits,
+            recommendation=recommendation,
+        )
+
+
+def _title_from(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "incident")
+    return first if len(first) <= _TITLE_CHARS else first[: _TITLE_CHARS - 1] + "…"

@@ -1,0 +1,127 @@
+"""The runbook library of every tenant: stored as documents, searched in memory.
+
+Each runbook is a JSON document (source of truth) plus one vector per heading chunk
+in the vector index (so start-up does not re-embed the library). At start-up every
+tenant's runbooks are preloaded into a ``RunbookLibrary``; chunks whose vectors are
+missing or stale (content hash differs) are re-embedded then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import structlog
+
+from incident_responder.errors import NotFound
+from incident_responder.ids import point_id
+from incident_responder.models import Runbook, RunbookChunk, RunbookHit
+from incident_responder.pipeline.chunking import chunk_runbook
+from incident_responder.pipeline.retrieve import RunbookLibrary
+from incident_responder.ports import Embedder, VectorFilter, VectorIndex, VectorPoint
+from incident_responder.repositories import RunbookRepository
+
+log = structlog.get_logger(__name__)
+
+
+def content_hash(runbook: Runbook) -> str:
+    return hashlib.sha256(f"{runbook.title}\0{runbook.content}".encode()).hexdigest()[:32]
+
+
+class RunbookCatalog:
+    def __init__(
+        self,
+        *,
+        repo: RunbookRepository,
+        index: VectorIndex,
+        embedder: Embedder,
+        library_factory: Callable[[], RunbookLibrary],
+        top_k: int,
+    ) -> None:
+        self._repo = repo
+        self._index = index
+        self._embedder = embedder
+        self._factory = library_factory
+        self._top_k = top_k
+        self._libraries: dict[str, RunbookLibrary] = {}
+        self._lock = threading.Lock()
+
+    def _library(self, tenant: str) -> RunbookLibrary:
+        with self._lock:
+            library = self._libraries.get(tenant)
+            if library is None:
+                library = self._libraries[tenant] = self._factory()
+            return library
+
+    def preload(self, tenants: Iterable[str]) -> int:
+        """Load every runbook of ``tenants`` into memory; returns how many."""
+        loaded = 0
+        for tenant in tenants:
+            runbooks = self._repo.all(tenant)
+            if not runbooks:
+                continue
+            stored: dict[str, list[VectorPoint]] = defaultdict(list)
+            for p in self._index.vectors(VectorFilter({"tenant": tenant, "kind": "runbook"})):
+                stored[str(p.payload["runbook_id"])].append(p)
+            for runbook in runbooks:
+                chunks = chunk_runbook(runbook)
+                points = sorted(stored.get(runbook.id, []), key=lambda p: int(p.payload["chunk_no"]))
+                fresh = len(points) == len(chunks) and all(p.payload.get("hash") == content_hash(runbook) for p in points)
+                if fresh:
+                    vectors = np.stack([p.vector for p in points]) if points else np.zeros((0, self._embedder.dim), np.float32)
+                    self._library(tenant).put(runbook, chunks, vectors)
+                else:
+                    self._index_runbook(tenant, runbook, chunks)
+                loaded += 1
+            log.info("runbooks.preloaded", tenant=tenant, runbooks=len(runbooks))
+        return loaded
+
+    def _index_runbook(self, tenant: str, runbook: Runbook, chunks: Sequence[RunbookChunk]) -> None:
+        vectors = self._embedder.embed([f"{runbook.title}\n{c.heading}\n{c.text}" for c in chunks])
+        digest = content_hash(runbook)
+        self._index.delete(VectorFilter({"tenant": tenant, "kind": "runbook", "runbook_id": runbook.id}))
+        self._index.upsert(
+            [
+                VectorPoint(
+                    id=point_id(tenant, "runbook", runbook.id, str(c.chunk_no)),
+                    vector=vectors[i],
+                    payload={"tenant": tenant, "kind": "runbook", "runbook_id": runbook.id, "chunk_no": c.chunk_no, "hash": digest},
+                )
+                for i, c in enumerate(chunks)
+            ]
+        )
+        self._library(tenant).put(runbook, chunks, vectors)
+
+    def put(self, tenant: str, runbook: Runbook) -> bool:
+        """Store and index a runbook; returns True if it was new."""
+        previous = self._repo.get(tenant, runbook.id)
+        if previous is not None:
+            runbook.created_at = previous.created_at
+        self._repo.put(tenant, runbook)
+        self._index_runbook(tenant, runbook, chunk_runbook(runbook))
+        return previous is None
+
+    def get(self, tenant: str, runbook_id: str) -> Runbook:
+        runbook = self._repo.get(tenant, runbook_id)
+        if runbook is None:
+            raise NotFound(f"runbook {runbook_id} not found")
+        return runbook
+
+    def all(self, tenant: str) -> list[Runbook]:
+        return self._repo.all(tenant)
+
+    def delete(self, tenant: str, runbook_id: str) -> None:
+        self.get(tenant, runbook_id)
+        self._repo.delete(tenant, runbook_id)
+        self._index.delete(VectorFilter({"tenant": tenant, "kind": "runbook", "runbook_id": runbook_id}))
+        self._library(tenant).remove(runbook_id)
+
+    def search(self, tenant: str, log_text: str) -> list[tuple[RunbookHit, list[RunbookChunk]]]:
+        library = self._library(tenant)
+        if len(library) == 0:
+            return []
+        query_vector = self._embedder.embed([library.query_text(log_text)])[0]
+        return library.search(log_text, query_vector, top_k=self._top_k)

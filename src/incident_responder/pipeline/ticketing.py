@@ -1,0 +1,216 @@
+"""Tickets and their vectors, written in an order that a crash cannot make inconsistent.
+
+Creating a ticket is three writes: an intent marker, the ticket, the vector; then the
+marker is removed. A crash leaves the marker behind, and ``reconcile`` (run at
+start-up) finishes or undoes the pair: a ticket without its vector gets it
+(re-embedded from the stored template), a vector without its ticket is deleted.
+Updates (occurrence, regression, resolve) are compare-and-swap on the ticket and
+retried on conflict, so concurrent writers never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from incident_responder.errors import VersionConflict
+from incident_responder.ids import point_id
+from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
+from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint
+from incident_responder.repositories import PendingMarkers, TicketRepository
+
+log = structlog.get_logger(__name__)
+
+# Occurrence comments kept per ticket (newest); the count is exact regardless.
+MAX_OCCURRENCE_COMMENTS = 100
+_CAS_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report as the ticket desk needs it."""
+
+    incident_id: str
+    log: str
+    fingerprint: str
+    template: str
+    embed_text: str
+    vector: Vector | None  # None only when the fingerprint is already indexed
+
+
+def incident_point_id(tenant: str, ticket_id: str, fingerprint: str) -> str:
+    return point_id(tenant, "incident", ticket_id, fingerprint)
+
+
+class TicketDesk:
+    def __init__(
+        self,
+        *,
+        tickets: TicketRepository,
+        pending: PendingMarkers,
+        index: VectorIndex,
+        normalizer_version: str,
+    ) -> None:
+        self._tickets = tickets
+        self._pending = pending
+        self._index = index
+        self._normalizer_version = normalizer_version
+
+    def _point(self, ticket: Ticket, report: Report) -> VectorPoint:
+        if report.vector is None:
+            raise ValueError("a report with a new fingerprint needs its vector")
+        return VectorPoint(
+            id=incident_point_id(ticket.tenant, ticket.ticket_id, report.fingerprint),
+            vector=report.vector,
+            payload={
+                "tenant": ticket.tenant,
+                "kind": "incident",
+                "service": ticket.service,
+                "ticket_id": ticket.ticket_id,
+                "fingerprint": report.fingerprint,
+                "template": report.template,
+                "embed_text": report.embed_text,
+                "status": ticket.status,
+                "normalizer_version": self._normalizer_version,
+            },
+        )
+
+    def open_ticket(
+        self,
+        *,
+        tenant: str,
+        service: str,
+        ticket_id: str,
+        title: str,
+        severity: Severity | None,
+        labels: dict[str, str],
+        report: Report,
+        runbooks: Sequence[RunbookHit],
+        recommendation: Recommendation | None,
+        before_vector: Callable[[], None] | None = None,
+    ) -> Ticket:
+        ticket = Ticket(
+            ticket_id=ticket_id,
+            tenant=tenant,
+            service=service,
+            title=title,
+            severity=severity,
+            labels=labels,
+            runbooks=list(runbooks),
+            recommendation=recommendation,
+            signatures={report.fingerprint: Signature(template=report.template, embed_text=report.embed_text)},
+            normalizer_version=self._normalizer_version,
+            comments=[Comment(kind="occurrence", author="incident-responder", body=report.log, incident_id=report.incident_id)],
+        )
+        self._pending.mark(tenant, ticket_id)
+        self._tickets.create(ticket)
+        if before_vector is not None:  # fault injection point for tests
+            before_vector()
+        self._index.upsert([self._point(ticket, report)])
+        self._pending.clear(tenant, ticket_id)
+        return ticket
+
+    def add_report(self, tenant: str, ticket_id: str, report: Report) -> tuple[Ticket, bool]:
+        """Record a report in an existing ticket; reopens it if resolved. Returns (ticket, was_regression)."""
+        for _ in range(_CAS_ATTEMPTS):
+            ticket, version = self._tickets.get(tenant, ticket_id)
+            regression = ticket.status == "resolved"
+            ticket.occurrences += 1
+            if regression:
+                ticket.status = "open"
+                ticket.regressions += 1
+                ticket.resolution = None
+            kind = "regression" if regression else "occurrence"
+            ticket.comments.append(
+                Comment(kind=kind, author="incident-responder", body=report.log, incident_id=report.incident_id)
+            )
+            _trim_occurrences(ticket)
+            new_template = report.fingerprint not in ticket.signatures
+            if new_template:
+                ticket.signatures[report.fingerprint] = Signature(template=report.template, embed_text=report.embed_text)
+            try:
+                self._tickets.update(ticket, version)
+            except VersionConflict:
+                continue
+            if new_template:
+                # A ticket-only write already landed; if this upsert is lost the ticket
+                # still holds the template and ``reindex`` restores the vector.
+                self._index.upsert([self._point(ticket, report)])
+            if regression:
+                self._index.set_payload(self._ticket_filter(ticket), {"status": "open"})
+            return ticket, regression
+        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    def comment(self, tenant: str, ticket_id: str, author: str, body: str) -> Ticket:
+        def change(ticket: Ticket) -> None:
+            ticket.comments.append(Comment(kind="comment", author=author, body=body))
+
+        return self._mutate(tenant, ticket_id, change)
+
+    def resolve(self, tenant: str, ticket_id: str, resolution: str | None) -> Ticket:
+        def change(ticket: Ticket) -> None:
+            ticket.status = "resolved"
+            ticket.resolution = resolution
+            ticket.comments.append(Comment(kind="resolution", author="api", body=resolution or "resolved"))
+
+        ticket = self._mutate(tenant, ticket_id, change)
+        self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
+        return ticket
+
+    def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], None]) -> Ticket:
+        for _ in range(_CAS_ATTEMPTS):
+            ticket, version = self._tickets.get(tenant, ticket_id)
+            change(ticket)
+            try:
+                self._tickets.update(ticket, version)
+            except VersionConflict:
+                continue
+            return ticket
+        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    @staticmethod
+    def _ticket_filter(ticket: Ticket) -> VectorFilter:
+        return VectorFilter({"tenant": ticket.tenant, "kind": "incident", "ticket_id": ticket.ticket_id})
+
+    def reconcile(self, tenant: str, embedder: Embedder) -> int:
+        """Finish or undo every interrupted ticket creation of ``tenant``; returns how many were repaired."""
+        repaired = 0
+        for ticket_id in self._pending.all(tenant):
+            where = VectorFilter({"tenant": tenant, "kind": "incident", "ticket_id": ticket_id})
+            if not self._tickets.exists(tenant, ticket_id):
+                self._index.delete(where)
+                log.warning("reconcile.vector_without_ticket", tenant=tenant, ticket_id=ticket_id)
+            else:
+                ticket, _ = self._tickets.get(tenant, ticket_id)
+                self.reindex_ticket(ticket, embedder)
+                log.warning("reconcile.ticket_without_vector", tenant=tenant, ticket_id=ticket_id)
+            self._pending.clear(tenant, ticket_id)
+            repaired += 1
+        return repaired
+
+    def reindex_ticket(self, ticket: Ticket, embedder: Embedder) -> int:
+        """Write every missing vector of ``ticket`` from its stored signatures; returns how many."""
+        missing = [
+            (fp, sig)
+            for fp, sig in ticket.signatures.items()
+            if not self._index.exists(incident_point_id(ticket.tenant, ticket.ticket_id, fp))
+        ]
+        if not missing:
+            return 0
+        vectors = embedder.embed([sig.embed_text for _, sig in missing])
+        points = [
+            self._point(ticket, Report("", "", fp, sig.template, sig.embed_text, vectors[i]))
+            for i, (fp, sig) in enumerate(missing)
+        ]
+        self._index.upsert(points)
+        return len(points)
+
+
+def _trim_occurrences(ticket: Ticket) -> None:
+    occurrences = [c for c in ticket.comments if c.kind in ("occurrence", "regression")]
+    excess = len(occurrences) - MAX_OCCURRENCE_COMMENTS
+    if excess > 0:
+        drop = {id(c) for c in occurrences[:excess]}
+        ticket.comments = [c for c in ticket.comments if id(c) not in drop]

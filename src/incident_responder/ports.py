@@ -1,0 +1,139 @@
+"""The seams between stages and backends. Adapters satisfy these structurally.
+
+Every method here is blocking unless it is declared ``async``; callers on the event
+loop push blocking calls to a worker thread (see ``pipeline.responder``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from incident_responder.models import Recommendation, RunbookChunk
+
+Vector = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalized vectors."""
+
+    @property
+    def dim(self) -> int:
+        """Length of every vector this embedder returns."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Return an array of shape (len(texts), dim), each row L2-normalized."""
+        ...
+
+
+@dataclass(frozen=True)
+class VectorPoint:
+    id: str
+    vector: Vector
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    id: str
+    score: float
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class VectorFilter:
+    """Exact-match conditions on payload fields; every condition must hold."""
+
+    equals: Mapping[str, str] = field(default_factory=dict)
+
+
+class VectorIndex(Protocol):
+    """A persistent vector index with keyword payload filters (cosine similarity)."""
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        """Insert or replace points; durable when this returns."""
+        ...
+
+    def search(self, vector: Vector, where: VectorFilter, limit: int) -> list[VectorHit]:
+        """The ``limit`` nearest points that satisfy ``where``, best first."""
+        ...
+
+    def find(self, where: VectorFilter, limit: int) -> list[VectorHit]:
+        """Points that satisfy ``where`` without ranking (score 0)."""
+        ...
+
+    def vectors(self, where: VectorFilter) -> list[VectorPoint]:
+        """Every point that satisfies ``where``, with its vector."""
+        ...
+
+    def set_payload(self, where: VectorFilter, payload: Mapping[str, Any]) -> None:
+        """Merge ``payload`` into every point that satisfies ``where``."""
+        ...
+
+    def delete(self, where: VectorFilter) -> None:
+        """Delete every point that satisfies ``where``."""
+        ...
+
+    def exists(self, point_id: str) -> bool:
+        """Whether a point with this id is stored."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the index."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    data: bytes
+    version: str
+
+
+class ObjectStore(Protocol):
+    """Keyed JSON documents with compare-and-swap writes (laid out as S3 keys)."""
+
+    def get(self, key: str) -> StoredObject | None:
+        """The object and its version, or None if absent."""
+        ...
+
+    def put(self, key: str, data: bytes, *, if_version: str | None = None, if_absent: bool = False) -> str:
+        """Write atomically and return the new version.
+
+        ``if_absent`` fails with ``VersionConflict`` if the key exists; ``if_version``
+        fails with ``VersionConflict`` unless the stored version equals it.
+        """
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the key; absent keys are ignored."""
+        ...
+
+    def list(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys under ``prefix`` in lexicographic order, after ``start_after``."""
+        ...
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """The next path segments under ``prefix`` (S3 common prefixes), e.g. tenants under ""."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``BackendUnavailable`` unless the store answers."""
+        ...
+
+
+class Recommender(Protocol):
+    """Writes a recommendation grounded in the retrieved runbook chunks."""
+
+    @property
+    def name(self) -> str:
+        """Short name reported as ``recommendation.source``."""
+        ...
+
+    def recommend(self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]) -> Recommendation | None:
+        """A recommendation citing only runbooks in ``chunks``; None if there is nothing to ground it in."""
+        ...

@@ -1,0 +1,183 @@
+"""Typed documents over the ObjectStore, one repository per kind, tenant-scoped keys.
+
+Layout (identical on local disk and S3)::
+
+    <tenant>/tickets/<ticket_id>.json
+    <tenant>/incidents/<incident_id>.json
+    <tenant>/runbooks/<runbook_id>.json
+    <tenant>/pending/<ticket_id>.json       intent markers: a ticket whose vector may be missing
+    <tenant>/idempotency/<sha256(key)>.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from incident_responder.errors import InvalidInput, NotFound
+from incident_responder.models import IncidentResult, Runbook, Ticket, TicketStatus, utcnow
+from incident_responder.ports import ObjectStore
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def _dump(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode("utf-8")
+
+
+class TicketRepository:
+    def __init__(self, objects: ObjectStore) -> None:
+        self._objects = objects
+
+    @staticmethod
+    def key(tenant: str, ticket_id: str) -> str:
+        return f"{tenant}/tickets/{ticket_id}.json"
+
+    def get(self, tenant: str, ticket_id: str) -> tuple[Ticket, str]:
+        """The ticket and its store version; ``NotFound`` also for other tenants' ids."""
+        found = self._objects.get(self.key(tenant, ticket_id)) if _safe_id(ticket_id) else None
+        if found is None:
+            raise NotFound(f"ticket {ticket_id} not found")
+        return Ticket.model_validate_json(found.data), found.version
+
+    def exists(self, tenant: str, ticket_id: str) -> bool:
+        return self._objects.get(self.key(tenant, ticket_id)) is not None
+
+    def create(self, ticket: Ticket) -> str:
+        return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_absent=True)
+
+    def update(self, ticket: Ticket, version: str) -> str:
+        """Compare-and-swap: raises ``VersionConflict`` if the ticket changed since ``version``."""
+        ticket.version += 1
+        ticket.updated_at = utcnow()
+        return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
+
+    def delete(self, tenant: str, ticket_id: str) -> None:
+        self._objects.delete(self.key(tenant, ticket_id))
+
+    def iter_all(self, tenant: str) -> Iterator[Ticket]:
+        for key in self._objects.list(f"{tenant}/tickets/"):
+            found = self._objects.get(key)
+            if found is not None:
+                yield Ticket.model_validate_json(found.data)
+
+    def page(
+        self,
+        tenant: str,
+        *,
+        status: TicketStatus | None,
+        service: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Ticket], str | None]:
+        """Tickets oldest first (ids are time-ordered), filtered, ``limit`` at a time."""
+        if cursor is not None and not _safe_id(cursor):
+            raise InvalidInput("invalid cursor")
+        start_after = self.key(tenant, cursor) if cursor else None
+        out: list[Ticket] = []
+        last_key: str | None = None
+        for key in self._objects.list(f"{tenant}/tickets/", start_after=start_after):
+            found = self._objects.get(key)
+            if found is None:
+                continue
+            ticket = Ticket.model_validate_json(found.data)
+            if (status is None or ticket.status == status) and (service is None or ticket.service == service):
+                out.append(ticket)
+                last_key = key
+                if len(out) == limit:
+                    break
+        more = bool(last_key and len(out) == limit and self._objects.list(f"{tenant}/tickets/", start_after=last_key, limit=1))
+        return out, (out[-1].ticket_id if more else None)
+
+
+class IncidentRepository:
+    def __init__(self, objects: ObjectStore) -> None:
+        self._objects = objects
+
+    def put(self, tenant: str, result: IncidentResult) -> None:
+        self._objects.put(f"{tenant}/incidents/{result.incident_id}.json", _dump(result))
+
+    def get(self, tenant: str, incident_id: str) -> IncidentResult:
+        found = self._objects.get(f"{tenant}/incidents/{incident_id}.json") if _safe_id(incident_id) else None
+        if found is None:
+            raise NotFound(f"incident {incident_id} not found")
+        return IncidentResult.model_validate_json(found.data)
+
+
+class RunbookRepository:
+    def __init__(self, objects: ObjectStore) -> None:
+        self._objects = objects
+
+    def put(self, tenant: str, runbook: Runbook) -> None:
+        self._objects.put(f"{tenant}/runbooks/{runbook.id}.json", _dump(runbook))
+
+    def get(self, tenant: str, runbook_id: str) -> Runbook | None:
+        found = self._objects.get(f"{tenant}/runbooks/{runbook_id}.json") if _safe_id(runbook_id) else None
+        return None if found is None else Runbook.model_validate_json(found.data)
+
+    def delete(self, tenant: str, runbook_id: str) -> None:
+        self._objects.delete(f"{tenant}/runbooks/{runbook_id}.json")
+
+    def all(self, tenant: str) -> list[Runbook]:
+        out = []
+        for key in self._objects.list(f"{tenant}/runbooks/"):
+            found = self._objects.get(key)
+            if found is not None:
+                out.append(Runbook.model_validate_json(found.data))
+        return out
+
+
+class PendingMarkers:
+    """Intent markers for the ticket-then-vector write pair (see ``pipeline.ticketing``)."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self._objects = objects
+
+    def mark(self, tenant: str, ticket_id: str) -> None:
+        self._objects.put(f"{tenant}/pending/{ticket_id}.json", b"{}")
+
+    def clear(self, tenant: str, ticket_id: str) -> None:
+        self._objects.delete(f"{tenant}/pending/{ticket_id}.json")
+
+    def all(self, tenant: str) -> list[str]:
+        return [k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list(f"{tenant}/pending/")]
+
+
+class IdempotencyRecord(BaseModel):
+    request_hash: str
+    status_code: int
+    body: dict[str, Any]
+    created_at: datetime
+
+
+class IdempotencyRepository:
+    def __init__(self, objects: ObjectStore, ttl_seconds: float, clock: Callable[[], datetime] = utcnow) -> None:
+        self._objects = objects
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    @staticmethod
+    def _key(tenant: str, key: str) -> str:
+        return f"{tenant}/idempotency/{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+    def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        found = self._objects.get(self._key(tenant, key))
+        if found is None:
+            return None
+        record = IdempotencyRecord.model_validate_json(found.data)
+        if (self._clock() - record.created_at).total_seconds() > self._ttl:
+            return None
+        return record
+
+    def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
+        self._objects.put(self._key(tenant, key), _dump(record))
+
+
+def _safe_id(value: str) -> bool:
+    return _SAFE_ID.fullmatch(value) is not None

@@ -1,0 +1,159 @@
+"""The only reader of the environment: every setting, its default and its validation.
+
+Environment variables use the prefix ``IR_`` and ``__`` between nested sections
+(``IR_DEDUP__AUTO_MERGE=0.9``). The same names may be put in a config file (dotenv
+syntax) named by ``IR_CONFIG_FILE``; real environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from incident_responder.errors import ConfigError
+
+_SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class DedupSettings(BaseModel):
+    auto_merge: float | None = Field(
+        None, ge=0.0, le=1.0, description="cosine similarity that merges a report (unset: calibrated default)"
+    )
+    related: float | None = Field(
+        None, ge=0.0, le=1.0, description="cosine similarity reported as related, never merged (unset: calibrated)"
+    )
+    template_similarity: float | None = Field(
+        None, ge=0.0, le=1.0, description="template token similarity for a template match (unset: calibrated)"
+    )
+    search_limit: int = Field(10, ge=1, le=100, description="earlier reports compared per incident")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, ge=1, le=50, description="runbooks returned per new incident")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop runbooks scoring below this (unset: retriever default)")
+
+
+class EmbeddingSettings(BaseModel):
+    model_path: Path | None = Field(None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)")
+    batch_size: int = Field(64, ge=1, le=1024)
+    threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch default)")
+
+
+class VectorSettings(BaseModel):
+    kind: Literal["qdrant-edge"] = "qdrant-edge"
+
+
+class TicketSettings(BaseModel):
+    kind: Literal["local"] = "local"
+
+
+class RecommenderSettings(BaseModel):
+    kind: Literal["offline"] = "offline"
+    max_steps: int = Field(6, ge=1, le=20)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path("./data"), description="where tickets, the index and runbooks live")
+    api_keys: SecretStr = Field(SecretStr(""), description='"tenant1:key1,tenant2:key2"')
+    insecure_no_auth: bool = Field(False, description="serve without API keys (everything is tenant 'default')")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    max_log_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted log text")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_batch: int = Field(1_000, ge=1, le=10_000, description="most incidents in one batch request")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console", "auto"] = "auto"
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    vector: VectorSettings = Field(default_factory=VectorSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
+    recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_open_server(self) -> Settings:
+        # Checked here so that every entry point (serve, tests, scripts) gets the same rule.
+        if not self.api_keys.get_secret_value() and not self.insecure_no_auth:
+            raise ValueError("IR_API_KEYS is unset: set it or pass --insecure-no-auth")
+        return self
+
+    def key_to_tenant(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """``"t1:k1,t2:k2"`` -> ``{"k1": "t1", "k2": "t2"}``; refuses malformed or duplicate keys."""
+    keys: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        tenant, sep, key = item.partition(":")
+        tenant, key = tenant.strip(), key.strip()
+        if not sep or not tenant or not key:
+            raise ValueError("IR_API_KEYS entries must look like tenant:key")
+        if not set(tenant) <= _SERVICE_CHARS or len(tenant) > 64:
+            raise ValueError("tenant names may use only [A-Za-z0-9._-], at most 64 chars")
+        if len(key) < 8:
+            raise ValueError(f"the API key of tenant {tenant!r} is shorter than 8 characters")
+        if key in keys:
+            raise ValueError("the same API key is given twice")
+        keys[key] = tenant
+    return keys
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (+ ``IR_CONFIG_FILE``) and explicit overrides."""
+    config_file = os.environ.get("IR_CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"IR_CONFIG_FILE {config_file!r} does not exist")
+    try:
+        return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
+    except ValueError as exc:
+        raise ConfigError(_first_error(exc)) from exc
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        return f"invalid setting {where}: {first.get('msg')}"
+    return str(exc)
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """Every setting as (env name, value with secrets masked, description)."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            env = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(value, env + "__")
+                continue
+            if isinstance(value, SecretStr):
+                shown = "****" if value.get_secret_value() else ""
+            else:
+                shown = "" if value is None else str(value)
+            rows.append((env, shown, info.description or ""))
+
+    walk(settings, "IR_")
+    return rows

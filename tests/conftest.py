@@ -1,0 +1,72 @@
+"""Shared fixtures: the real embedding model, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from incident_responder.settings import Settings  # noqa: E402
+
+if TYPE_CHECKING:
+    from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
+    from incident_responder.container import Services
+
+KEYS = "acme:acme-key-123,globex:globex-key-456"
+ACME = {"X-API-Key": "acme-key-123"}
+GLOBEX = {"X-API-Key": "globex-key-456"}
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {"data_dir": tmp_path / "data", "api_keys": KEYS}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def make_services(
+    make_settings: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+) -> Iterator[Callable[..., Services]]:
+    from incident_responder.container import build_services
+
+    opened: list[Services] = []
+
+    def make(settings: Settings | None = None) -> Services:
+        services = build_services(settings or make_settings(), embedder=embedder)
+        opened.append(services)
+        return services
+
+    yield make
+    for services in opened:
+        try:
+            services.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+async def client(make_services: Callable[..., Services], make_settings: Callable[..., Settings]) -> AsyncIterator[object]:
+    import httpx
+
+    from incident_responder.api.app import create_app
+
+    settings = make_settings()
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        yield http

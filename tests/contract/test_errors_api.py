@@ -1,0 +1,123 @@
+"""Every error code of the contract, with its JSON shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from incident_responder.api.app import create_app
+from incident_responder.container import Services
+from incident_responder.settings import Settings
+from tests.conftest import ACME, GLOBEX
+from tests.helpers import db_log
+
+
+def _error(r: httpx.Response, status: int, code: str | None = None) -> None:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"code", "message"} and err["message"]
+    if code:
+        assert err["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"log": "x"}, "service"),
+        ({"service": "api"}, "log"),
+        ({"service": "bad name!", "log": "x"}, "service"),
+        ({"service": "a" * 101, "log": "x"}, "service"),
+        ({"service": "api", "log": ""}, "log"),
+        ({"service": "api", "log": "   "}, "log"),
+        ({"service": "api", "log": "x" * 10_001}, "log"),
+        ({"service": "api", "log": "bell\x07here"}, "log"),
+        ({"service": "api", "log": "x", "severity": "apocalyptic"}, "severity"),
+        ({"service": "api", "log": "x", "surprise": 1}, "surprise"),
+        ({"service": "api", "log": "x", "labels": {"k": 1}}, "labels"),
+        ({"service": "api", "log": 42}, "log"),
+    ],
+)
+async def test_invalid_incident_is_422(client: httpx.AsyncClient, body: dict[str, object], fragment: str) -> None:
+    r = await client.post("/v1/incidents", json=body, headers=ACME)
+    _error(r, 422, "invalid_input")
+    assert fragment in r.json()["error"]["message"]
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/incidents", content=b"{not json", headers={**ACME, "Content-Type": "application/json"})
+    _error(r, 400, "bad_request")
+
+
+async def test_auth_errors_are_401_and_leak_nothing(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"X-API-Key": "wrong-key-xyz"}, {"X-API-Key": ""}):
+        r = await client.post("/v1/incidents", json={"service": "api", "log": "x"}, headers=headers)
+        _error(r, 401, "unauthorized")
+        assert "acme" not in r.text and "key-123" not in r.text
+    _error(await client.get("/v1/tickets", headers={"X-API-Key": "nope-nope"}), 401)
+
+
+async def test_unknown_and_foreign_ids_are_404(client: httpx.AsyncClient) -> None:
+    mine = (await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)).json()
+    tid = mine["ticket_id"]
+    _error(await client.get("/v1/tickets/tkt_doesnotexist", headers=ACME), 404, "not_found")
+    _error(await client.get("/v1/tickets/../../etc/passwd", headers=ACME), 404)
+    _error(await client.get(f"/v1/tickets/{tid}", headers=GLOBEX), 404, "not_found")
+    _error(await client.post(f"/v1/tickets/{tid}/comments", json={"author": "x", "body": "y"}, headers=GLOBEX), 404)
+    _error(await client.post(f"/v1/tickets/{tid}/resolve", json={}, headers=GLOBEX), 404)
+    _error(await client.get("/v1/runbooks/nope", headers=ACME), 404)
+    _error(await client.delete("/v1/runbooks/nope", headers=ACME), 404)
+    _error(await client.get("/v1/no-such-route", headers=ACME), 404)
+    # The foreign tenant's failed writes changed nothing.
+    ticket = (await client.get(f"/v1/tickets/{tid}", headers=ACME)).json()
+    assert ticket["status"] == "open" and [c["kind"] for c in ticket["comments"]] == ["occurrence"]
+
+
+async def test_batch_limits(client: httpx.AsyncClient) -> None:
+    _error(await client.post("/v1/incidents/batch", json={"incidents": []}, headers=ACME), 422)
+    too_many = {"incidents": [{"service": "a", "log": "x"}] * 1001}
+    _error(await client.post("/v1/incidents/batch", json=too_many, headers=ACME), 422)
+    bad_item = {"incidents": [{"service": "a", "log": "ok"}, {"service": "a", "log": "x" * 10_001}]}
+    r = await client.post("/v1/incidents/batch", json=bad_item, headers=ACME)
+    _error(r, 422)
+    assert "incidents.1.log" in r.json()["error"]["message"]
+    # Nothing of a refused batch was recorded.
+    assert (await client.get("/v1/tickets", headers=ACME)).json()["tickets"] == []
+
+
+async def test_bad_query_parameters_are_422(client: httpx.AsyncClient) -> None:
+    _error(await client.get("/v1/tickets?status=maybe", headers=ACME), 422)
+    _error(await client.get("/v1/tickets?limit=0", headers=ACME), 422)
+    _error(await client.get("/v1/tickets?cursor=../../x", headers=ACME), 422)
+    _error(await client.put("/v1/runbooks/bad%20id", json={"title": "t", "content": "c"}, headers=ACME), 422)
+
+
+async def test_oversized_body_is_413_before_parsing(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(max_body_bytes=2048)
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        r = await http.post("/v1/incidents", content=b'{"service":"a","log":"' + b"x" * 4000 + b'"}', headers=ACME)
+        _error(r, 413, "payload_too_large")
+        ok = await http.post("/v1/incidents", json={"service": "a", "log": "small"}, headers=ACME)
+        assert ok.status_code == 201
+
+
+async def test_log_limit_is_configurable(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(max_log_chars=50)
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        _error(await http.post("/v1/incidents", json={"service": "a", "log": "y" * 51}, headers=ACME), 422)
+        assert (await http.post("/v1/incidents", json={"service": "a", "log": "y" * 50}, headers=ACME)).status_code == 201
+
+
+async def test_not_ready_is_503(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())  # no services and no lifespan run: still starting
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 503
+        _error(await http.post("/v1/incidents", json={"service": "a", "log": "x"}, headers=ACME), 503, "backend_unavailable")
