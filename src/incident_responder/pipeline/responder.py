@@ -181,9 +181,8 @@ class Responder:
         vector: Vector,
         related: Sequence[str],
     ) -> IncidentResult:
-        found = await self._run("retrieve", lambda: self._catalog.search(tenant, report.log))
-        hits: list[RunbookHit] = [hit for hit, _ in found]
-        chunks = [c for _, cs in found for c in cs]
+        hits: list[RunbookHit] = await self._run("retrieve", lambda: self._catalog.search(tenant, report.log))
+        chunks = self._catalog.grounding(tenant, hits)
         titles = {hit.id: hit.title for hit in hits}
         recommendation = await self._run("recommend", lambda: self._recommender.recommend(report.log, chunks, titles))
         title = report.title or _title_from(norm.message or report.log)

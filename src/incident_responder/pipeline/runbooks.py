@@ -119,9 +119,16 @@ class RunbookCatalog:
         self._index.delete(VectorFilter({"tenant": tenant, "kind": "runbook", "runbook_id": runbook_id}))
         self._library(tenant).remove(runbook_id)
 
-    def search(self, tenant: str, log_text: str) -> list[tuple[RunbookHit, list[RunbookChunk]]]:
+    def search(self, tenant: str, log_text: str) -> list[RunbookHit]:
+        """The best runbooks for ``log_text``, best first."""
         library = self._library(tenant)
         if len(library) == 0:
             return []
         query_vector = self._embedder.embed([library.query_text(log_text)])[0]
-        return library.search(log_text, query_vector, top_k=self._top_k)
+        return [hit for hit, _ in library.search(log_text, query_vector, top_k=self._top_k)]
+
+    def grounding(self, tenant: str, hits: Sequence[RunbookHit], runbooks: int = 3) -> list[RunbookChunk]:
+        """Every chunk of the best ``runbooks`` hits, best runbook first: the recommender
+        needs the Diagnosis/Mitigation sections, which are rarely the chunks most like the log."""
+        library = self._library(tenant)
+        return [chunk for hit in hits[:runbooks] for chunk in library.chunks(hit.id)]
