@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from incident_responder.settings import Settings  # noqa: E402
+from incident_responder.settings import Settings
 
 if TYPE_CHECKING:
     from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
@@ -54,14 +55,14 @@ def make_services(
 
     yield make
     for services in opened:
-        try:
+        with contextlib.suppress(Exception):  # a test may have closed it already
             services.close()
-        except Exception:
-            pass
 
 
 @pytest.fixture
-async def client(make_services: Callable[..., Services], make_settings: Callable[..., Settings]) -> AsyncIterator[object]:
+async def client(
+    make_services: Callable[..., Services], make_settings: Callable[..., Settings]
+) -> AsyncIterator[object]:
     import httpx
 
     from incident_responder.api.app import create_app

@@ -31,8 +31,14 @@ def db_log(n: int) -> str:
 
 
 def disk_log(n: int) -> str:
-    return f"2026-11-20T11:{n % 60:02d}:13Z ERROR writer[{200 + n}]: write /var/lib/app/seg-{n}.dat failed: No space left on device"
+    return (
+        f"2026-11-20T11:{n % 60:02d}:13Z ERROR writer[{200 + n}]: "
+        f"write /var/lib/app/seg-{n}.dat failed: No space left on device"
+    )
 
 
 def tls_log(n: int) -> str:
-    return f"2026-11-20T12:00:{n % 60:02d}Z WARN gateway: TLS handshake with upstream auth-{n}.internal failed: certificate has expired"
+    return (
+        f"2026-11-20T12:00:{n % 60:02d}Z WARN gateway: "
+        f"TLS handshake with upstream auth-{n}.internal failed: certificate has expired"
+    )

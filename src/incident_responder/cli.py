@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +31,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (IR_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (IR_PORT)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
-    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="serve without API keys")] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="serve without API keys")
+    ] = False,
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
@@ -40,6 +42,9 @@ def serve(
 
     settings = _settings(host=host, port=port, data_dir=data_dir, insecure_no_auth=insecure_no_auth or None)
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal under the
+    # handler that was installed before it; a no-op there makes a clean stop exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -70,7 +75,9 @@ def config(show_json: Annotated[bool, typer.Option("--json", help="print JSON")]
 
 @runbooks_app.command("import")
 def import_runbooks(
-    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="folder of Markdown runbooks")],
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="folder of Markdown runbooks")
+    ],
     tenant: Annotated[str, typer.Option(help="tenant that owns them")] = "default",
     data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
 ) -> None:

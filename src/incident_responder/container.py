@@ -52,29 +52,51 @@ class Services:
 
 def thresholds_from(settings: Settings) -> MatchThresholds:
     """The calibrated defaults, with whatever the operator overrode."""
-    given = {k: v for k, v in settings.dedup.model_dump(include={"auto_merge", "related", "template_similarity"}).items() if v is not None}
+    given = {
+        k: v
+        for k, v in settings.dedup.model_dump(
+            include={"auto_merge", "related", "template_similarity"}
+        ).items()
+        if v is not None
+    }
     return dataclasses.replace(DEFAULT_THRESHOLDS, **given)
 
 
-def build_services(settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None) -> Services:
+def _library(settings: Settings) -> RunbookLibrary:
+    min_score = settings.retrieval.min_score
+    return RunbookLibrary() if min_score is None else RunbookLibrary(min_score=min_score)
+
+
+def build_services(
+    settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+) -> Services:
     """Open backends, preload runbooks and repair interrupted writes (blocking)."""
     backends = build_backends(settings, embedder=embedder)
     metrics = metrics or Metrics()
     objects = backends.objects
     tickets = TicketRepository(objects)
     incidents = IncidentRepository(objects)
-    desk = TicketDesk(tickets=tickets, pending=PendingMarkers(objects), index=backends.index, normalizer_version=NORMALIZER_VERSION)
+    desk = TicketDesk(
+        tickets=tickets,
+        pending=PendingMarkers(objects),
+        index=backends.index,
+        normalizer_version=NORMALIZER_VERSION,
+    )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),
         index=backends.index,
         embedder=backends.embedder,
-        library_factory=lambda: RunbookLibrary(**({"min_score": settings.retrieval.min_score} if settings.retrieval.min_score is not None else {})),
+        library_factory=lambda: _library(settings),
         top_k=settings.retrieval.top_k,
     )
     responder = Responder(
         normalizer=LogNormalizer(),
         embedder=backends.embedder,
-        analyzer=Analyzer(index=backends.index, thresholds=thresholds_from(settings), search_limit=settings.dedup.search_limit),
+        analyzer=Analyzer(
+            index=backends.index,
+            thresholds=thresholds_from(settings),
+            search_limit=settings.dedup.search_limit,
+        ),
         desk=desk,
         catalog=catalog,
         recommender=backends.recommender,

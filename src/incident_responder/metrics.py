@@ -14,17 +14,29 @@ class Metrics:
             "ir_incidents_total", "Incident reports processed, by outcome", ["status"], registry=self.registry
         )
         self.match_methods = Counter(
-            "ir_dedup_matches_total", "Reports merged into a ticket, by how they matched", ["method"], registry=self.registry
+            "ir_dedup_matches_total",
+            "Reports merged into a ticket, by how they matched",
+            ["method"],
+            registry=self.registry,
         )
         self.stage_seconds = Histogram(
-            "ir_stage_seconds", "Time spent per pipeline stage", ["stage"], buckets=_STAGE_BUCKETS, registry=self.registry
+            "ir_stage_seconds",
+            "Time spent per pipeline stage",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
         )
         self.requests = Counter(
-            "ir_http_requests_total", "HTTP requests by route and status code", ["route", "code"], registry=self.registry
+            "ir_http_requests_total",
+            "HTTP requests by route and status code",
+            ["route", "code"],
+            registry=self.registry,
         )
         self.runbooks = Gauge("ir_runbooks_loaded", "Runbooks preloaded in memory", registry=self.registry)
         self.reconciled = Counter(
-            "ir_reconciled_total", "Interrupted ticket/vector writes repaired at start-up", registry=self.registry
+            "ir_reconciled_total",
+            "Interrupted ticket/vector writes repaired at start-up",
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

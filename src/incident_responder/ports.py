@@ -113,7 +113,7 @@ class ObjectStore(Protocol):
         """Remove the key; absent keys are ignored."""
         ...
 
-    def list(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
         """Keys under ``prefix`` in lexicographic order, after ``start_after``."""
         ...
 
@@ -134,6 +134,8 @@ class Recommender(Protocol):
         """Short name reported as ``recommendation.source``."""
         ...
 
-    def recommend(self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]) -> Recommendation | None:
+    def recommend(
+        self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]
+    ) -> Recommendation | None:
         """A recommendation citing only runbooks in ``chunks``; None if there is nothing to ground it in."""
         ...

@@ -23,7 +23,6 @@ from incident_responder.errors import InvalidInput, NotFound
 from incident_responder.models import IncidentResult, Runbook, Ticket, TicketStatus, utcnow
 from incident_responder.ports import ObjectStore
 
-
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
@@ -62,7 +61,7 @@ class TicketRepository:
         self._objects.delete(self.key(tenant, ticket_id))
 
     def iter_all(self, tenant: str) -> Iterator[Ticket]:
-        for key in self._objects.list(f"{tenant}/tickets/"):
+        for key in self._objects.list_keys(f"{tenant}/tickets/"):
             found = self._objects.get(key)
             if found is not None:
                 yield Ticket.model_validate_json(found.data)
@@ -82,7 +81,7 @@ class TicketRepository:
         start_after = self.key(tenant, cursor) if cursor else None
         out: list[Ticket] = []
         last_key: str | None = None
-        for key in self._objects.list(f"{tenant}/tickets/", start_after=start_after):
+        for key in self._objects.list_keys(f"{tenant}/tickets/", start_after=start_after):
             found = self._objects.get(key)
             if found is None:
                 continue
@@ -92,7 +91,11 @@ class TicketRepository:
                 last_key = key
                 if len(out) == limit:
                     break
-        more = bool(last_key and len(out) == limit and self._objects.list(f"{tenant}/tickets/", start_after=last_key, limit=1))
+        more = bool(
+            last_key
+            and len(out) == limit
+            and self._objects.list_keys(f"{tenant}/tickets/", start_after=last_key, limit=1)
+        )
         return out, (out[-1].ticket_id if more else None)
 
 
@@ -126,7 +129,7 @@ class RunbookRepository:
 
     def all(self, tenant: str) -> list[Runbook]:
         out = []
-        for key in self._objects.list(f"{tenant}/runbooks/"):
+        for key in self._objects.list_keys(f"{tenant}/runbooks/"):
             found = self._objects.get(key)
             if found is not None:
                 out.append(Runbook.model_validate_json(found.data))
@@ -146,7 +149,7 @@ class PendingMarkers:
         self._objects.delete(f"{tenant}/pending/{ticket_id}.json")
 
     def all(self, tenant: str) -> list[str]:
-        return [k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list(f"{tenant}/pending/")]
+        return [k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list_keys(f"{tenant}/pending/")]
 
 
 class IdempotencyRecord(BaseModel):
@@ -157,7 +160,9 @@ class IdempotencyRecord(BaseModel):
 
 
 class IdempotencyRepository:
-    def __init__(self, objects: ObjectStore, ttl_seconds: float, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, objects: ObjectStore, ttl_seconds: float, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._objects = objects
         self._ttl = ttl_seconds
         self._clock = clock

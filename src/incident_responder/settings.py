@@ -24,7 +24,10 @@ class DedupSettings(BaseModel):
         None, ge=0.0, le=1.0, description="cosine similarity that merges a report (unset: calibrated default)"
     )
     related: float | None = Field(
-        None, ge=0.0, le=1.0, description="cosine similarity reported as related, never merged (unset: calibrated)"
+        None,
+        ge=0.0,
+        le=1.0,
+        description="cosine similarity reported as related, never merged (unset: calibrated)",
     )
     template_similarity: float | None = Field(
         None, ge=0.0, le=1.0, description="template token similarity for a template match (unset: calibrated)"
@@ -34,11 +37,15 @@ class DedupSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50, description="runbooks returned per new incident")
-    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop runbooks scoring below this (unset: retriever default)")
+    min_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="drop runbooks scoring below this (unset: retriever default)"
+    )
 
 
 class EmbeddingSettings(BaseModel):
-    model_path: Path | None = Field(None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)")
+    model_path: Path | None = Field(
+        None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)"
+    )
     batch_size: int = Field(64, ge=1, le=1024)
     threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch default)")
 
@@ -66,7 +73,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="where tickets, the index and runbooks live")
     api_keys: SecretStr = Field(SecretStr(""), description='"tenant1:key1,tenant2:key2"')
-    insecure_no_auth: bool = Field(False, description="serve without API keys (everything is tenant 'default')")
+    insecure_no_auth: bool = Field(
+        False, description="serve without API keys (everything is tenant 'default')"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_log_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted log text")
@@ -124,7 +133,7 @@ def load_settings(**overrides: Any) -> Settings:
     if config_file and not Path(config_file).is_file():
         raise ConfigError(f"IR_CONFIG_FILE {config_file!r} does not exist")
     try:
-        return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=config_file, **overrides)
     except ValueError as exc:
         raise ConfigError(_first_error(exc)) from exc
 

@@ -39,14 +39,18 @@ def _error(r: httpx.Response, status: int, code: str | None = None) -> None:
         ({"service": "api", "log": 42}, "log"),
     ],
 )
-async def test_invalid_incident_is_422(client: httpx.AsyncClient, body: dict[str, object], fragment: str) -> None:
+async def test_invalid_incident_is_422(
+    client: httpx.AsyncClient, body: dict[str, object], fragment: str
+) -> None:
     r = await client.post("/v1/incidents", json=body, headers=ACME)
     _error(r, 422, "invalid_input")
     assert fragment in r.json()["error"]["message"]
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/incidents", content=b"{not json", headers={**ACME, "Content-Type": "application/json"})
+    r = await client.post(
+        "/v1/incidents", content=b"{not json", headers={**ACME, "Content-Type": "application/json"}
+    )
     _error(r, 400, "bad_request")
 
 
@@ -59,12 +63,17 @@ async def test_auth_errors_are_401_and_leak_nothing(client: httpx.AsyncClient) -
 
 
 async def test_unknown_and_foreign_ids_are_404(client: httpx.AsyncClient) -> None:
-    mine = (await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)).json()
+    mine = (
+        await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+    ).json()
     tid = mine["ticket_id"]
     _error(await client.get("/v1/tickets/tkt_doesnotexist", headers=ACME), 404, "not_found")
     _error(await client.get("/v1/tickets/../../etc/passwd", headers=ACME), 404)
     _error(await client.get(f"/v1/tickets/{tid}", headers=GLOBEX), 404, "not_found")
-    _error(await client.post(f"/v1/tickets/{tid}/comments", json={"author": "x", "body": "y"}, headers=GLOBEX), 404)
+    _error(
+        await client.post(f"/v1/tickets/{tid}/comments", json={"author": "x", "body": "y"}, headers=GLOBEX),
+        404,
+    )
     _error(await client.post(f"/v1/tickets/{tid}/resolve", json={}, headers=GLOBEX), 404)
     _error(await client.get("/v1/runbooks/nope", headers=ACME), 404)
     _error(await client.delete("/v1/runbooks/nope", headers=ACME), 404)
@@ -99,7 +108,9 @@ async def test_oversized_body_is_413_before_parsing(
     settings = make_settings(max_body_bytes=2048)
     app = create_app(settings, services=make_services(settings))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        r = await http.post("/v1/incidents", content=b'{"service":"a","log":"' + b"x" * 4000 + b'"}', headers=ACME)
+        r = await http.post(
+            "/v1/incidents", content=b'{"service":"a","log":"' + b"x" * 4000 + b'"}', headers=ACME
+        )
         _error(r, 413, "payload_too_large")
         ok = await http.post("/v1/incidents", json={"service": "a", "log": "small"}, headers=ACME)
         assert ok.status_code == 201
@@ -112,7 +123,9 @@ async def test_log_limit_is_configurable(
     app = create_app(settings, services=make_services(settings))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         _error(await http.post("/v1/incidents", json={"service": "a", "log": "y" * 51}, headers=ACME), 422)
-        assert (await http.post("/v1/incidents", json={"service": "a", "log": "y" * 50}, headers=ACME)).status_code == 201
+        assert (
+            await http.post("/v1/incidents", json={"service": "a", "log": "y" * 50}, headers=ACME)
+        ).status_code == 201
 
 
 async def test_not_ready_is_503(make_settings: Callable[..., Settings]) -> None:
@@ -120,4 +133,8 @@ async def test_not_ready_is_503(make_settings: Callable[..., Settings]) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/readyz")).status_code == 503
-        _error(await http.post("/v1/incidents", json={"service": "a", "log": "x"}, headers=ACME), 503, "backend_unavailable")
+        _error(
+            await http.post("/v1/incidents", json={"service": "a", "log": "x"}, headers=ACME),
+            503,
+            "backend_unavailable",
+        )

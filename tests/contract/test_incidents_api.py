@@ -15,11 +15,15 @@ from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log, disk_log, tls_log
 async def _load_runbooks(client: httpx.AsyncClient, headers: dict[str, str] = ACME) -> None:
     for rid, content in (("db-refused", DB_RUNBOOK), ("disk-full", DISK_RUNBOOK)):
         title = content.splitlines()[0].lstrip("# ")
-        r = await client.put(f"/v1/runbooks/{rid}", json={"title": title, "content": content}, headers=headers)
+        r = await client.put(
+            f"/v1/runbooks/{rid}", json={"title": title, "content": content}, headers=headers
+        )
         assert r.status_code in (200, 201), r.text
 
 
-async def _post(client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str] = ACME) -> httpx.Response:
+async def _post(
+    client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str] = ACME
+) -> httpx.Response:
     return await client.post("/v1/incidents", json=body, headers=headers)
 
 
@@ -43,7 +47,9 @@ async def test_new_then_existing_then_regression(client: httpx.AsyncClient) -> N
     assert 0.0 < dup["similarity"] <= 1.0
     assert dup["match"]["method"] in ("fingerprint", "template", "semantic")
 
-    resolved = await client.post(f"/v1/tickets/{new['ticket_id']}/resolve", json={"resolution": "restarted pgbouncer"}, headers=ACME)
+    resolved = await client.post(
+        f"/v1/tickets/{new['ticket_id']}/resolve", json={"resolution": "restarted pgbouncer"}, headers=ACME
+    )
     assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"
 
     back = (await _post(client, {"service": "payments-api", "log": db_log(3)})).json()
@@ -84,7 +90,9 @@ async def test_batch_matches_one_by_one_semantics(client: httpx.AsyncClient) -> 
 
 
 async def test_concurrent_identical_incidents_make_one_ticket(client: httpx.AsyncClient) -> None:
-    replies = await asyncio.gather(*(_post(client, {"service": "storm", "log": db_log(i)}) for i in range(25)))
+    replies = await asyncio.gather(
+        *(_post(client, {"service": "storm", "log": db_log(i)}) for i in range(25))
+    )
     bodies = [r.json() for r in replies]
     assert sorted(r.status_code for r in replies) == [200] * 24 + [201]
     assert len({b["ticket_id"] for b in bodies}) == 1
@@ -112,7 +120,9 @@ async def test_idempotency_replay_and_conflict(client: httpx.AsyncClient) -> Non
 async def test_concurrent_requests_with_one_key_apply_once(client: httpx.AsyncClient) -> None:
     body = {"service": "api", "log": tls_log(3)}
     headers = {**ACME, "Idempotency-Key": "same"}
-    replies = await asyncio.gather(*(client.post("/v1/incidents", json=body, headers=headers) for _ in range(5)))
+    replies = await asyncio.gather(
+        *(client.post("/v1/incidents", json=body, headers=headers) for _ in range(5))
+    )
     assert {r.status_code for r in replies} == {201}
     assert len({json.dumps(r.json(), sort_keys=True) for r in replies}) == 1
     tickets = (await client.get("/v1/tickets", headers=ACME)).json()["tickets"]

@@ -47,9 +47,9 @@ def test_list_prefix_order_and_paging(store: ObjectStore) -> None:
         store.put(f"t/tickets/{name}.json", b"{}")
     store.put("t/runbooks/z.json", b"{}")
     store.put("u/tickets/a.json", b"{}")
-    assert store.list("t/tickets/") == [f"t/tickets/{n}.json" for n in "abcd"]
-    assert store.list("t/tickets/", start_after="t/tickets/b.json", limit=1) == ["t/tickets/c.json"]
-    assert store.list("nobody/tickets/") == []
+    assert store.list_keys("t/tickets/") == [f"t/tickets/{n}.json" for n in "abcd"]
+    assert store.list_keys("t/tickets/", start_after="t/tickets/b.json", limit=1) == ["t/tickets/c.json"]
+    assert store.list_keys("nobody/tickets/") == []
     assert store.list_prefixes("") == ["t", "u"]
 
 

@@ -53,10 +53,14 @@ def test_search_is_filtered_and_ranked(index: VectorIndex) -> None:
 
 def test_find_set_payload_delete_exists(index: VectorIndex) -> None:
     ids = [_pid() for _ in range(3)]
-    index.upsert([VectorPoint(i, _vec(1, n), {"tenant": "t", "ticket_id": f"T{n % 2}"}) for n, i in enumerate(ids)])
+    index.upsert(
+        [VectorPoint(i, _vec(1, n), {"tenant": "t", "ticket_id": f"T{n % 2}"}) for n, i in enumerate(ids)]
+    )
     assert {h.id for h in index.find(VectorFilter({"ticket_id": "T0"}), limit=10)} == {ids[0], ids[2]}
     index.set_payload(VectorFilter({"ticket_id": "T0"}), {"status": "resolved"})
-    assert all(h.payload["status"] == "resolved" for h in index.find(VectorFilter({"ticket_id": "T0"}), limit=10))
+    assert all(
+        h.payload["status"] == "resolved" for h in index.find(VectorFilter({"ticket_id": "T0"}), limit=10)
+    )
     index.delete(VectorFilter({"ticket_id": "T0"}))
     assert not index.exists(ids[0]) and index.exists(ids[1])
     stored = index.vectors(VectorFilter({"tenant": "t"}))

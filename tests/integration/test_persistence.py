@@ -23,7 +23,9 @@ from incident_responder.settings import Settings
 from tests.helpers import db_log, disk_log
 
 
-async def test_state_survives_restart(make_services: Callable[..., Services], make_settings: Callable[..., Settings]) -> None:
+async def test_state_survives_restart(
+    make_services: Callable[..., Services], make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings()
     first = make_services(settings)
     created = await first.responder.handle("acme", IncidentReport(service="api", log=db_log(1)))
@@ -55,9 +57,16 @@ async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
     ticket_id = new_ticket_id()
     with pytest.raises(Boom):
         services.desk.open_ticket(
-            tenant="acme", service="api", ticket_id=ticket_id, title="t", severity=None, labels={},
+            tenant="acme",
+            service="api",
+            ticket_id=ticket_id,
+            title="t",
+            severity=None,
+            labels={},
             report=Report("inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector),
-            runbooks=[], recommendation=None, before_vector=_crash,
+            runbooks=[],
+            recommendation=None,
+            before_vector=_crash,
         )
     point = incident_point_id("acme", ticket_id, norm.fingerprint)
     assert services.tickets.exists("acme", ticket_id)
@@ -87,8 +96,14 @@ async def test_vector_without_ticket_is_removed_at_startup(
             VectorPoint(
                 id=incident_point_id("acme", orphan, norm.fingerprint),
                 vector=services.backends.embedder.embed([norm.embed_text])[0],
-                payload={"tenant": "acme", "kind": "incident", "service": "api", "ticket_id": orphan,
-                         "fingerprint": norm.fingerprint, "template": norm.template},
+                payload={
+                    "tenant": "acme",
+                    "kind": "incident",
+                    "service": "api",
+                    "ticket_id": orphan,
+                    "fingerprint": norm.fingerprint,
+                    "template": norm.template,
+                },
             )
         ]
     )
@@ -110,7 +125,16 @@ def _free_port() -> int:
 def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "IR_API_KEYS": "acme:acme-key-123", "HF_HUB_OFFLINE": "1", "IR_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "incident_responder", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "incident_responder",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -141,9 +165,17 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     def load() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             for i in range(10_000):
-                log = db_log(i) if i % 3 else disk_log(i) if i % 2 else f"unique failure number {i} in module m{i}"
+                log = (
+                    db_log(i)
+                    if i % 3
+                    else disk_log(i)
+                    if i % 2
+                    else f"unique failure number {i} in module m{i}"
+                )
                 try:
-                    r = http.post("/v1/incidents", json={"service": f"svc{i % 4}", "log": log}, headers=headers)
+                    r = http.post(
+                        "/v1/incidents", json={"service": f"svc{i % 4}", "log": log}, headers=headers
+                    )
                 except httpx.HTTPError:
                     return
                 if r.status_code in (200, 201):

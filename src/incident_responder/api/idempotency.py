@@ -48,6 +48,8 @@ class IdempotencyGuard:
                 return record.status_code, record.body
             status, payload = await handler()
             if status < 500:
-                new = IdempotencyRecord(request_hash=request_hash, status_code=status, body=payload, created_at=utcnow())
+                new = IdempotencyRecord(
+                    request_hash=request_hash, status_code=status, body=payload, created_at=utcnow()
+                )
                 await anyio.to_thread.run_sync(lambda: self._repo.put(tenant, scoped_key, new))
             return status, payload

@@ -8,7 +8,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def _too_large(limit: int) -> bytes:
-    return json.dumps({"error": {"code": "payload_too_large", "message": f"request body exceeds {limit} bytes"}}).encode()
+    return json.dumps(
+        {"error": {"code": "payload_too_large", "message": f"request body exceeds {limit} bytes"}}
+    ).encode()
 
 
 class BodySizeLimit:
@@ -62,7 +64,10 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -67,7 +67,9 @@ class RunbookIn(_Strict):
     title: Annotated[str, Field(min_length=1, max_length=300)]
     content: Annotated[str, Field(min_length=1, max_length=1_000_000)]
     services: list[ServiceName] = Field(default_factory=list, max_length=100)
-    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=100)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=100
+    )
 
 
 class TicketOut(BaseModel):

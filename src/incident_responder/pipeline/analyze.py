@@ -20,7 +20,9 @@ class Analyzer:
 
     def by_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
         """The ticket already holding a report with this exact fingerprint, if any."""
-        where = VectorFilter({"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint})
+        where = VectorFilter(
+            {"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint}
+        )
         hits = self._index.find(where, limit=1)
         return str(hits[0].payload["ticket_id"]) if hits else None
 
@@ -28,14 +30,22 @@ class Analyzer:
         ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
         if ticket_id is not None:
             return MatchDecision(
-                ticket_id=ticket_id, method="fingerprint", similarity=1.0, template=norm.template, related_ticket_ids=()
+                ticket_id=ticket_id,
+                method="fingerprint",
+                similarity=1.0,
+                template=norm.template,
+                related_ticket_ids=(),
             )
         if vector is None:
             raise ValueError("a report without a fingerprint match needs its vector")
         where = VectorFilter({"tenant": tenant, "kind": "incident", "service": service})
         hits = self._index.search(vector, where, limit=self._search_limit)
         candidates = [
-            Candidate(ticket_id=str(h.payload["ticket_id"]), template=str(h.payload.get("template", "")), similarity=h.score)
+            Candidate(
+                ticket_id=str(h.payload["ticket_id"]),
+                template=str(h.payload.get("template", "")),
+                similarity=h.score,
+            )
             for h in hits
         ]
         return choose_match(norm.template, candidates, self._thresholds)

@@ -115,7 +115,10 @@ class Responder:
         # Reports whose exact fingerprint is already known skip the model entirely.
         known = await self._run(
             "fingerprint",
-            lambda: [self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint) for r, n in zip(reports, norms, strict=True)],
+            lambda: [
+                self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint)
+                for r, n in zip(reports, norms, strict=True)
+            ],
         )
         texts = sorted({n.embed_text for n, k in zip(norms, known, strict=True) if k is None})
         vectors: dict[str, Vector] = {}
@@ -133,23 +136,34 @@ class Responder:
         incident_id = new_incident_id()
         async with self._locks.hold(tenant, report.service):
             if vector is None and await self._run(
-                "fingerprint", lambda: self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None
+                "fingerprint",
+                lambda: self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None,
             ):
                 # The fingerprint was known at the pre-check but its ticket's vector is
                 # gone now (deleted by reconcile): this report needs the model after all.
                 vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
-            decision = await self._run("search", lambda: self._analyzer.decide(tenant, report.service, norm, vector))
+            decision = await self._run(
+                "search", lambda: self._analyzer.decide(tenant, report.service, norm, vector)
+            )
             if decision.ticket_id is not None and decision.method is not None:
                 matched_id = decision.ticket_id
-                rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
-                ticket, regression = await self._run("store", lambda: self._desk.add_report(tenant, matched_id, rep))
+                rep = Report(
+                    incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector
+                )
+                ticket, regression = await self._run(
+                    "store", lambda: self._desk.add_report(tenant, matched_id, rep)
+                )
                 result = IncidentResult(
                     incident_id=incident_id,
                     ticket_id=ticket.ticket_id,
                     status="regression" if regression else "existing",
                     matched_ticket_id=ticket.ticket_id,
                     similarity=round(decision.similarity or 0.0, 4),
-                    match=Match(method=decision.method, template=decision.template, similarity=round(decision.similarity or 0.0, 4)),
+                    match=Match(
+                        method=decision.method,
+                        template=decision.template,
+                        similarity=round(decision.similarity or 0.0, 4),
+                    ),
                     related_ticket_ids=list(decision.related_ticket_ids),
                     runbooks=ticket.runbooks,
                     recommendation=ticket.recommendation,
@@ -157,7 +171,9 @@ class Responder:
                 self._metrics.match_methods.labels(decision.method).inc()
             else:
                 assert vector is not None  # decide() refuses to search without one
-                result = await self._open(tenant, report, norm, incident_id, vector, decision.related_ticket_ids)
+                result = await self._open(
+                    tenant, report, norm, incident_id, vector, decision.related_ticket_ids
+                )
             await self._run("store", lambda: self._incidents.put(tenant, result))
         self._metrics.incidents.labels(result.status).inc()
         log.info(
@@ -184,7 +200,9 @@ class Responder:
         hits: list[RunbookHit] = await self._run("retrieve", lambda: self._catalog.search(tenant, report.log))
         chunks = self._catalog.grounding(tenant, hits)
         titles = {hit.id: hit.title for hit in hits}
-        recommendation = await self._run("recommend", lambda: self._recommender.recommend(report.log, chunks, titles))
+        recommendation = await self._run(
+            "recommend", lambda: self._recommender.recommend(report.log, chunks, titles)
+        )
         title = report.title or _title_from(norm.message or report.log)
         rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
         ticket = await self._run(

@@ -19,7 +19,7 @@ import structlog
 from incident_responder.errors import NotFound
 from incident_responder.ids import point_id
 from incident_responder.models import Runbook, RunbookChunk, RunbookHit
-from incident_responder.pipeline.chunking import chunk_runbook
+from incident_responder.pipeline.chunking import CHUNKER_VERSION, chunk_runbook, embedding_text
 from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.ports import Embedder, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.repositories import RunbookRepository
@@ -28,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 
 def content_hash(runbook: Runbook) -> str:
-    return hashlib.sha256(f"{runbook.title}\0{runbook.content}".encode()).hexdigest()[:32]
+    """Changes whenever the stored chunk vectors would: content, title or chunker."""
+    return hashlib.sha256(f"{CHUNKER_VERSION}\0{runbook.title}\0{runbook.content}".encode()).hexdigest()[:32]
 
 
 class RunbookCatalog:
@@ -69,9 +70,15 @@ class RunbookCatalog:
             for runbook in runbooks:
                 chunks = chunk_runbook(runbook)
                 points = sorted(stored.get(runbook.id, []), key=lambda p: int(p.payload["chunk_no"]))
-                fresh = len(points) == len(chunks) and all(p.payload.get("hash") == content_hash(runbook) for p in points)
+                fresh = len(points) == len(chunks) and all(
+                    p.payload.get("hash") == content_hash(runbook) for p in points
+                )
                 if fresh:
-                    vectors = np.stack([p.vector for p in points]) if points else np.zeros((0, self._embedder.dim), np.float32)
+                    vectors = (
+                        np.stack([p.vector for p in points])
+                        if points
+                        else np.zeros((0, self._embedder.dim), np.float32)
+                    )
                     self._library(tenant).put(runbook, chunks, vectors)
                 else:
                     self._index_runbook(tenant, runbook, chunks)
@@ -80,7 +87,7 @@ class RunbookCatalog:
         return loaded
 
     def _index_runbook(self, tenant: str, runbook: Runbook, chunks: Sequence[RunbookChunk]) -> None:
-        vectors = self._embedder.embed([f"{runbook.title}\n{c.heading}\n{c.text}" for c in chunks])
+        vectors = self._embedder.embed([embedding_text(c, runbook.title) for c in chunks])
         digest = content_hash(runbook)
         self._index.delete(VectorFilter({"tenant": tenant, "kind": "runbook", "runbook_id": runbook.id}))
         self._index.upsert(
@@ -88,7 +95,13 @@ class RunbookCatalog:
                 VectorPoint(
                     id=point_id(tenant, "runbook", runbook.id, str(c.chunk_no)),
                     vector=vectors[i],
-                    payload={"tenant": tenant, "kind": "runbook", "runbook_id": runbook.id, "chunk_no": c.chunk_no, "hash": digest},
+                    payload={
+                        "tenant": tenant,
+                        "kind": "runbook",
+                        "runbook_id": runbook.id,
+                        "chunk_no": c.chunk_no,
+                        "hash": digest,
+                    },
                 )
                 for i, c in enumerate(chunks)
             ]

@@ -100,9 +100,18 @@ class TicketDesk:
             labels=labels,
             runbooks=list(runbooks),
             recommendation=recommendation,
-            signatures={report.fingerprint: Signature(template=report.template, embed_text=report.embed_text)},
+            signatures={
+                report.fingerprint: Signature(template=report.template, embed_text=report.embed_text)
+            },
             normalizer_version=self._normalizer_version,
-            comments=[Comment(kind="occurrence", author="incident-responder", body=report.log, incident_id=report.incident_id)],
+            comments=[
+                Comment(
+                    kind="occurrence",
+                    author="incident-responder",
+                    body=report.log,
+                    incident_id=report.incident_id,
+                )
+            ],
         )
         self._pending.mark(tenant, ticket_id)
         self._tickets.create(ticket)
@@ -124,12 +133,16 @@ class TicketDesk:
                 ticket.resolution = None
             kind = "regression" if regression else "occurrence"
             ticket.comments.append(
-                Comment(kind=kind, author="incident-responder", body=report.log, incident_id=report.incident_id)
+                Comment(
+                    kind=kind, author="incident-responder", body=report.log, incident_id=report.incident_id
+                )
             )
             _trim_occurrences(ticket)
             new_template = report.fingerprint not in ticket.signatures
             if new_template:
-                ticket.signatures[report.fingerprint] = Signature(template=report.template, embed_text=report.embed_text)
+                ticket.signatures[report.fingerprint] = Signature(
+                    template=report.template, embed_text=report.embed_text
+                )
             try:
                 self._tickets.update(ticket, version)
             except VersionConflict:

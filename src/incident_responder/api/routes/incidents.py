@@ -40,7 +40,9 @@ async def report_incident(
         result = await services.responder.handle(tenant, body.to_report())
         return _status_code(result), result.model_dump(mode="json")
 
-    status, payload = await request.app.state.idempotency.run(tenant, idempotency_key, "incident", await request.body(), handle)
+    status, payload = await request.app.state.idempotency.run(
+        tenant, idempotency_key, "incident", await request.body(), handle
+    )
     return JSONResponse(payload, status_code=status)
 
 
@@ -60,7 +62,9 @@ async def report_batch(
         results = await services.responder.handle_batch(tenant, [i.to_report() for i in body.incidents])
         return 200, {"results": [r.model_dump(mode="json") for r in results]}
 
-    status, payload = await request.app.state.idempotency.run(tenant, idempotency_key, "batch", await request.body(), handle)
+    status, payload = await request.app.state.idempotency.run(
+        tenant, idempotency_key, "batch", await request.body(), handle
+    )
     return JSONResponse(payload, status_code=status)
 
 

@@ -15,7 +15,9 @@ RunbookId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
 @router.put("/{runbook_id}", response_model=RunbookOut)
-async def put_runbook(runbook_id: RunbookId, body: RunbookIn, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+async def put_runbook(
+    runbook_id: RunbookId, body: RunbookIn, services: ServicesDep, tenant: TenantDep
+) -> JSONResponse:
     runbook = Runbook(id=runbook_id, **body.model_dump())
     created = await anyio.to_thread.run_sync(lambda: services.catalog.put(tenant, runbook))
     services.metrics.runbooks.inc(1 if created else 0)
@@ -27,7 +29,9 @@ async def list_runbooks(services: ServicesDep, tenant: TenantDep) -> RunbookList
     runbooks = await anyio.to_thread.run_sync(lambda: services.catalog.all(tenant))
     return RunbookList(
         runbooks=[
-            RunbookSummary(id=r.id, title=r.title, services=r.services, tags=r.tags, updated_at=r.updated_at.isoformat())
+            RunbookSummary(
+                id=r.id, title=r.title, services=r.services, tags=r.tags, updated_at=r.updated_at.isoformat()
+            )
             for r in runbooks
         ]
     )

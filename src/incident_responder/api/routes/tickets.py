@@ -34,7 +34,9 @@ async def get_ticket(ticket_id: str, services: ServicesDep, tenant: TenantDep) -
 
 @router.post("/{ticket_id}/comments", response_model=TicketOut, status_code=201)
 async def add_comment(ticket_id: str, body: CommentIn, services: ServicesDep, tenant: TenantDep) -> TicketOut:
-    ticket = await anyio.to_thread.run_sync(lambda: services.desk.comment(tenant, ticket_id, body.author, body.body))
+    ticket = await anyio.to_thread.run_sync(
+        lambda: services.desk.comment(tenant, ticket_id, body.author, body.body)
+    )
     return TicketOut.of(ticket)
 
 

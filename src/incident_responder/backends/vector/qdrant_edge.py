@@ -44,7 +44,9 @@ class QdrantEdgeIndex:
                 path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(path), config)
                 for name in INDEXED_FIELDS:
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+                    self._shard.update(
+                        qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+                    )
         except Exception as exc:  # the binding raises plain exceptions
             raise BackendUnavailable(f"cannot open vector index at {path}: {exc}") from exc
 
@@ -59,7 +61,11 @@ class QdrantEdgeIndex:
         if not points:
             return
         batch = [
-            qe.Point(id=p.id, vector={_VECTOR: np.asarray(p.vector, dtype=np.float32).tolist()}, payload=dict(p.payload))
+            qe.Point(
+                id=p.id,
+                vector={_VECTOR: np.asarray(p.vector, dtype=np.float32).tolist()},
+                payload=dict(p.payload),
+            )
             for p in points
         ]
         self._update(qe.UpdateOperation.upsert_points(batch))
@@ -85,7 +91,11 @@ class QdrantEdgeIndex:
                 page = _PAGE if limit is None else min(_PAGE, limit - len(records))
                 found, offset = self._shard.scroll(
                     qe.ScrollRequest(
-                        offset=offset, limit=page, filter=_filter(where), with_payload=True, with_vector=with_vector
+                        offset=offset,
+                        limit=page,
+                        filter=_filter(where),
+                        with_payload=True,
+                        with_vector=with_vector,
                     )
                 )
                 records.extend(found)
@@ -95,13 +105,18 @@ class QdrantEdgeIndex:
             raise BackendUnavailable(f"vector scroll failed: {exc}") from exc
 
     def find(self, where: VectorFilter, limit: int) -> list[VectorHit]:
-        return [VectorHit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in self._scroll(where, limit, False)]
+        return [
+            VectorHit(id=str(r.id), score=0.0, payload=r.payload or {})
+            for r in self._scroll(where, limit, False)
+        ]
 
     def vectors(self, where: VectorFilter) -> list[VectorPoint]:
         points = []
         for r in self._scroll(where, None, True):
             raw = r.vector[_VECTOR] if isinstance(r.vector, dict) else r.vector
-            points.append(VectorPoint(id=str(r.id), vector=np.asarray(raw, dtype=np.float32), payload=r.payload or {}))
+            points.append(
+                VectorPoint(id=str(r.id), vector=np.asarray(raw, dtype=np.float32), payload=r.payload or {})
+            )
         return points
 
     def set_payload(self, where: VectorFilter, payload: Mapping[str, Any]) -> None:
