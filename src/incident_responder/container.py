@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import anyio.to_thread
 import structlog
 
 from incident_responder.backends import Backends, build_backends
+from incident_responder.errors import BackendUnavailable
 from incident_responder.metrics import Metrics
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
@@ -17,6 +19,9 @@ from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import TicketDesk
 from incident_responder.ports import Embedder
+from incident_responder.reliability.dead_letters import SqliteDeadLetters
+from incident_responder.reliability.guarded import Guard, GuardedObjectStore, GuardedVectorIndex
+from incident_responder.reliability.retry import RetryPolicy
 from incident_responder.repositories import (
     IdempotencyRepository,
     IncidentRepository,
@@ -27,8 +32,6 @@ from incident_responder.repositories import (
 from incident_responder.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -42,9 +45,28 @@ class Services:
     desk: TicketDesk
     catalog: RunbookCatalog
     responder: Responder
+    dead_letters: SqliteDeadLetters
+    guards: list[Guard]
 
     def tenants(self) -> list[str]:
         return self.backends.objects.list_prefixes("")
+
+    async def replay_dead_letters(self, limit: int = 100) -> tuple[int, int]:
+        """Apply waiting reports, oldest first; stops at the first backend still down.
+        Returns (applied, still waiting)."""
+        applied = 0
+        for letter in await anyio.to_thread.run_sync(lambda: self.dead_letters.pending(limit)):
+            try:
+                await self.responder.replay(letter)
+            except BackendUnavailable as exc:
+                await anyio.to_thread.run_sync(self.dead_letters.mark_failed, letter.incident_id, exc.message)
+                break
+            await anyio.to_thread.run_sync(self.dead_letters.mark_done, letter.incident_id)
+            self.metrics.dlq_events.labels("replayed").inc()
+            applied += 1
+        depth = await anyio.to_thread.run_sync(self.dead_letters.depth)
+        self.metrics.dlq_depth.set(depth)
+        return applied, depth
 
     def close(self) -> None:
         self.backends.close()
@@ -73,18 +95,37 @@ def build_services(
     """Open backends, preload runbooks and repair interrupted writes (blocking)."""
     backends = build_backends(settings, embedder=embedder)
     metrics = metrics or Metrics()
-    objects = backends.objects
+    r = settings.reliability
+    retry = RetryPolicy(
+        attempts=r.retry_attempts,
+        initial_wait=r.retry_initial_wait,
+        max_wait=r.retry_max_wait,
+        deadline=r.retry_deadline,
+    )
+    guards = [
+        Guard.create(
+            name,
+            retry=retry,
+            fail_max=r.breaker_fail_max,
+            reset_timeout=r.breaker_reset_timeout,
+            metrics=metrics,
+        )
+        for name in (f"tickets:{settings.tickets.kind}", f"vector:{settings.vector.kind}")
+    ]
+    objects = GuardedObjectStore(backends.objects, guards[0])
+    index = GuardedVectorIndex(backends.index, guards[1])
+    dead_letters = SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
     tickets = TicketRepository(objects)
     incidents = IncidentRepository(objects)
     desk = TicketDesk(
         tickets=tickets,
         pending=PendingMarkers(objects),
-        index=backends.index,
+        index=index,
         normalizer_version=NORMALIZER_VERSION,
     )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),
-        index=backends.index,
+        index=index,
         embedder=backends.embedder,
         library_factory=lambda: _library(settings),
         top_k=settings.retrieval.top_k,
@@ -93,7 +134,7 @@ def build_services(
         normalizer=LogNormalizer(),
         embedder=backends.embedder,
         analyzer=Analyzer(
-            index=backends.index,
+            index=index,
             thresholds=thresholds_from(settings),
             search_limit=settings.dedup.search_limit,
         ),
@@ -101,6 +142,7 @@ def build_services(
         catalog=catalog,
         recommender=backends.recommender,
         incidents=incidents,
+        dead_letters=dead_letters,
         metrics=metrics,
     )
     services = Services(
@@ -109,10 +151,12 @@ def build_services(
         metrics=metrics,
         tickets=tickets,
         incidents=incidents,
-        idempotency=IdempotencyRepository(objects, IDEMPOTENCY_TTL_SECONDS),
+        idempotency=IdempotencyRepository(objects, r.idempotency_ttl_hours * 3600),
         desk=desk,
         catalog=catalog,
         responder=responder,
+        dead_letters=dead_letters,
+        guards=guards,
     )
     tenants = services.tenants()
     for tenant in tenants:
@@ -120,5 +164,6 @@ def build_services(
         if repaired:
             metrics.reconciled.inc(repaired)
     metrics.runbooks.set(catalog.preload(tenants))
+    metrics.dlq_depth.set(dead_letters.depth())
     log.info("service.ready", tenants=len(tenants))
     return services

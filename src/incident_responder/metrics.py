@@ -39,5 +39,34 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.backend_calls = Counter(
+            "ir_backend_calls_total",
+            "Backend calls by backend, operation and outcome",
+            ["backend", "operation", "outcome"],
+            registry=self.registry,
+        )
+        self.backend_seconds = Histogram(
+            "ir_backend_call_seconds",
+            "Backend call latency (retries included)",
+            ["backend", "operation"],
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.backend_retries = Counter(
+            "ir_backend_retries_total", "Backend calls retried", ["backend"], registry=self.registry
+        )
+        self.breaker_state = Gauge(
+            "ir_circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["backend"], registry=self.registry
+        )
+        self.dlq_depth = Gauge(
+            "ir_dlq_depth", "Reports waiting in the dead-letter queue", registry=self.registry
+        )
+        self.dlq_events = Counter(
+            "ir_dlq_events_total", "Dead-letter queue events", ["event"], registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "ir_rate_limited_total", "Requests refused with 429", registry=self.registry
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

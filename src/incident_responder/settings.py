@@ -63,6 +63,37 @@ class RecommenderSettings(BaseModel):
     max_steps: int = Field(6, ge=1, le=20)
 
 
+class ReliabilitySettings(BaseModel):
+    retry_attempts: int = Field(
+        3, ge=1, le=10, description="attempts per backend call (retryable errors only)"
+    )
+    retry_initial_wait: float = Field(
+        0.05, ge=0.0, le=10.0, description="first backoff, seconds (exponential, jittered)"
+    )
+    retry_max_wait: float = Field(
+        1.0, ge=0.0, le=60.0, description="longest backoff between attempts, seconds"
+    )
+    retry_deadline: float = Field(5.0, gt=0.0, le=300.0, description="most seconds spent retrying one call")
+    breaker_fail_max: int = Field(
+        5, ge=1, le=1000, description="consecutive failures that open a backend's circuit"
+    )
+    breaker_reset_timeout: float = Field(
+        10.0, gt=0.0, le=3600.0, description="seconds before an open circuit tries again"
+    )
+    dlq_replay_interval: float = Field(
+        2.0, gt=0.0, le=3600.0, description="seconds between dead-letter replay attempts"
+    )
+    idempotency_ttl_hours: float = Field(
+        24.0, gt=0.0, le=24 * 30, description="how long Idempotency-Key records live"
+    )
+
+
+class RateLimitSettings(BaseModel):
+    per_key: str = Field("6000/minute", description="limit per API key ('' disables); limits-library syntax")
+    per_tenant: str = Field("12000/minute", description="limit per tenant across its keys ('' disables)")
+    storage_uri: str = Field("memory://", description="limits storage: memory:// or redis://host:port")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IR_",
@@ -73,6 +104,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="where tickets, the index and runbooks live")
     api_keys: SecretStr = Field(SecretStr(""), description='"tenant1:key1,tenant2:key2"')
+    api_keys_file: Path | None = Field(
+        None,
+        description="file of 'tenant:sha256(key)' lines, re-read when it changes (rotation without restart)",
+    )
     insecure_no_auth: bool = Field(
         False, description="serve without API keys (everything is tenant 'default')"
     )
@@ -89,6 +124,8 @@ class Settings(BaseSettings):
     vector: VectorSettings = Field(default_factory=VectorSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
+    reliability: ReliabilitySettings = Field(default_factory=ReliabilitySettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @field_validator("api_keys")
     @classmethod
@@ -99,8 +136,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_open_server(self) -> Settings:
         # Checked here so that every entry point (serve, tests, scripts) gets the same rule.
-        if not self.api_keys.get_secret_value() and not self.insecure_no_auth:
-            raise ValueError("IR_API_KEYS is unset: set it or pass --insecure-no-auth")
+        if not self.api_keys.get_secret_value() and self.api_keys_file is None and not self.insecure_no_auth:
+            raise ValueError("IR_API_KEYS (or IR_API_KEYS_FILE) is unset: set it or pass --insecure-no-auth")
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ValueError(f"IR_API_KEYS_FILE {self.api_keys_file} does not exist")
         return self
 
     def key_to_tenant(self) -> dict[str, str]:

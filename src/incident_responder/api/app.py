@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,15 +14,33 @@ from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
 from incident_responder import __version__
+from incident_responder.api.auth import KeyRing
 from incident_responder.api.errors import install_error_handlers
 from incident_responder.api.idempotency import IdempotencyGuard
 from incident_responder.api.limits import BodySizeLimit
+from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
 from incident_responder.metrics import Metrics
 from incident_responder.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+async def _replay_forever(app: FastAPI, interval: float) -> None:
+    """Replay dead letters whenever there are some and no backend circuit is open."""
+    while True:
+        await asyncio.sleep(interval)
+        services: Services | None = app.state.services
+        if services is None or any(g.breaker.state == "open" for g in services.guards):
+            continue
+        try:
+            if services.metrics.dlq_depth._value.get() > 0 or services.dead_letters.depth() > 0:
+                applied, waiting = await services.replay_dead_letters()
+                if applied:
+                    log.info("dlq.replayed", applied=applied, waiting=waiting)
+        except Exception:
+            log.exception("dlq.replay_failed")
 
 
 def create_app(
@@ -50,9 +70,13 @@ def create_app(
 
             worker = threading.Thread(target=start, name="ir-startup", daemon=True)
             worker.start()
+        replayer = asyncio.create_task(_replay_forever(app, settings.reliability.dlq_replay_interval))
         try:
             yield
         finally:
+            replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replayer
             if worker is not None:
                 worker.join()
             if app.state.services is not None:
@@ -62,7 +86,12 @@ def create_app(
     app.state.services = services
     app.state.startup_error = None
     app.state.metrics = metrics
-    app.state.api_keys = settings.key_to_tenant()
+    app.state.keyring = KeyRing(settings.key_to_tenant(), settings.api_keys_file)
+    app.state.limiter = RequestLimiter(
+        per_key=settings.rate_limit.per_key,
+        per_tenant=settings.rate_limit.per_tenant,
+        storage_uri=settings.rate_limit.storage_uri,
+    )
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.idempotency)
     install_error_handlers(app)

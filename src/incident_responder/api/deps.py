@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from incident_responder.container import Services
-from incident_responder.errors import BackendUnavailable, Unauthorized
+from incident_responder.errors import BackendUnavailable, RateLimited
 
 DEFAULT_TENANT = "default"
 
@@ -21,19 +20,14 @@ def get_services(request: Request) -> Services:
 
 
 def get_tenant(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
-    keys: dict[str, str] = request.app.state.api_keys
-    if not keys:
-        return DEFAULT_TENANT  # --insecure-no-auth
-    if not x_api_key:
-        raise Unauthorized("missing X-API-Key header")
-    presented = x_api_key.encode("utf-8", "surrogateescape")
-    tenant = None
-    # Compare against every key so the time taken does not reveal which one nearly matched.
-    for key, owner in keys.items():
-        if hmac.compare_digest(presented, key.encode("utf-8")):
-            tenant = owner
-    if tenant is None:
-        raise Unauthorized("invalid API key")
+    """Authenticate, then count the request against the key's and the tenant's budgets."""
+    keyring = request.app.state.keyring
+    tenant = keyring.tenant_for(x_api_key) if keyring.enabled else DEFAULT_TENANT
+    try:
+        request.app.state.limiter.check(tenant, x_api_key)
+    except RateLimited:
+        request.app.state.metrics.rate_limited.inc()
+        raise
     return tenant
 
 

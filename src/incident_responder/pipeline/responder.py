@@ -17,6 +17,7 @@ from typing import TypeVar
 import anyio.to_thread
 import structlog
 
+from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
 from incident_responder.models import IncidentReport, IncidentResult, Match, RunbookHit
@@ -25,6 +26,7 @@ from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
 from incident_responder.ports import Embedder, Recommender, Vector
+from incident_responder.reliability.dead_letters import DeadLetter, SqliteDeadLetters
 from incident_responder.repositories import IncidentRepository
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,7 @@ class Responder:
         catalog: RunbookCatalog,
         recommender: Recommender,
         incidents: IncidentRepository,
+        dead_letters: SqliteDeadLetters,
         metrics: Metrics,
     ) -> None:
         self._normalizer = normalizer
@@ -94,6 +97,7 @@ class Responder:
         self._catalog = catalog
         self._recommender = recommender
         self._incidents = incidents
+        self._dead_letters = dead_letters
         self._metrics = metrics
         self._locks = KeyedLocks()
 
@@ -127,13 +131,60 @@ class Responder:
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
         results = []
         for report, norm in zip(reports, norms, strict=True):
-            results.append(await self._process(tenant, report, norm, vectors.get(norm.embed_text)))
+            results.append(await self._process_or_queue(tenant, report, norm, vectors.get(norm.embed_text)))
         return results
 
-    async def _process(
+    async def _process_or_queue(
         self, tenant: str, report: IncidentReport, norm: NormalizedLog, vector: Vector | None
     ) -> IncidentResult:
         incident_id = new_incident_id()
+        try:
+            return await self._process(tenant, report, norm, vector, incident_id)
+        except BackendUnavailable as exc:
+            # Accepted but not applicable now: keep it durably and answer 202. If even
+            # the dead-letter write fails, this raises and the caller answers 503.
+            error = exc.message
+            await self._run("dlq", lambda: self._dead_letters.put(tenant, incident_id, report, error))
+            self._metrics.dlq_events.labels("queued").inc()
+            self._metrics.incidents.labels("queued").inc()
+            log.warning(
+                "incident.queued",
+                tenant=tenant,
+                service=report.service,
+                incident_id=incident_id,
+                error=exc.code,
+            )
+            return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
+
+    async def replay(self, letter: DeadLetter) -> IncidentResult:
+        """Apply a dead letter under its original incident id; applying twice is a no-op."""
+        try:
+            return await self._run("store", lambda: self._incidents.get(letter.tenant, letter.incident_id))
+        except NotFound:
+            pass
+        await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
+        norm = self._normalizer.normalize(letter.report.log)
+        vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
+        return await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
+
+    async def lookup(self, tenant: str, incident_id: str) -> IncidentResult:
+        """The current outcome of a report, including one still waiting in the dead-letter queue."""
+        try:
+            return await self._run("store", lambda: self._incidents.get(tenant, incident_id))
+        except (NotFound, BackendUnavailable) as exc:
+            letter = await self._run("dlq", lambda: self._dead_letters.get(tenant, incident_id))
+            if letter is None or letter.done:
+                raise exc
+            return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
+
+    async def _process(
+        self,
+        tenant: str,
+        report: IncidentReport,
+        norm: NormalizedLog,
+        vector: Vector | None,
+        incident_id: str,
+    ) -> IncidentResult:
         async with self._locks.hold(tenant, report.service):
             if vector is None and await self._run(
                 "fingerprint",

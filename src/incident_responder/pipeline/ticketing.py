@@ -125,6 +125,8 @@ class TicketDesk:
         """Record a report in an existing ticket; reopens it if resolved. Returns (ticket, was_regression)."""
         for _ in range(_CAS_ATTEMPTS):
             ticket, version = self._tickets.get(tenant, ticket_id)
+            if report.incident_id and any(c.incident_id == report.incident_id for c in ticket.comments):
+                return ticket, False  # a replay of a report this ticket already counted
             regression = ticket.status == "resolved"
             ticket.occurrences += 1
             if regression:

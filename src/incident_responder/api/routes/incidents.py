@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
@@ -70,4 +69,4 @@ async def report_batch(
 
 @router.get("/{incident_id}", response_model=IncidentResult)
 async def get_incident(incident_id: str, services: ServicesDep, tenant: TenantDep) -> IncidentResult:
-    return await anyio.to_thread.run_sync(lambda: services.incidents.get(tenant, incident_id))
+    return await services.responder.lookup(tenant, incident_id)

@@ -19,7 +19,16 @@ async def readyz(request: Request) -> JSONResponse:
     if services is None:
         detail = {"status": "failed" if failure else "starting", **({"error": failure} if failure else {})}
         return JSONResponse(detail, status_code=503)
-    return JSONResponse({"status": "ready"})
+    backends = {g.backend: g.breaker.state for g in services.guards}
+    degraded = any(state != "closed" for state in backends.values())
+    return JSONResponse(
+        {
+            "status": "degraded" if degraded else "ready",
+            "model": "loaded",
+            "backends": backends,
+            "dead_letters": int(services.metrics.dlq_depth._value.get()),
+        }
+    )
 
 
 @router.get("/metrics")

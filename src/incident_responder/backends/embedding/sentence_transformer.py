@@ -27,6 +27,9 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         if threads:
             torch.set_num_threads(threads)
@@ -35,7 +38,7 @@ class SentenceTransformerEmbedder:
             raise ConfigError(f"no sentence-transformers model at {path}")
         self._model = SentenceTransformer(str(path), device="cpu")
         self._batch_size = batch_size
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ConfigError(f"model at {path} does not declare its embedding size")
         self._dim = int(dim)

@@ -1,0 +1,41 @@
+"""Retries with exponential backoff and full jitter, only for retryable errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from incident_responder.errors import IncidentResponderError
+
+T = TypeVar("T")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, IncidentResponderError) and exc.retryable and exc.code != "circuit_open"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial_wait: float = 0.05
+    max_wait: float = 1.0
+    deadline: float = 5.0  # total seconds spent retrying one call
+
+    def run(self, fn: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline),
+            wait=wait_random_exponential(multiplier=self.initial_wait, max=self.max_wait),
+            before_sleep=(lambda _state: on_retry()) if on_retry else None,
+            reraise=True,
+        )
+        return retrying(fn)
