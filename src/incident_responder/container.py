@@ -90,11 +90,15 @@ def _library(settings: Settings) -> RunbookLibrary:
 
 
 def build_services(
-    settings: Settings, *, embedder: Embedder | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    metrics: Metrics | None = None,
+    backends: Backends | None = None,
 ) -> Services:
-    """Open backends, preload runbooks and repair interrupted writes (blocking)."""
-    backends = build_backends(settings, embedder=embedder)
+    """Open backends (unless given), preload runbooks and repair interrupted writes (blocking)."""
     metrics = metrics or Metrics()
+    backends = backends or build_backends(settings, embedder=embedder, metrics=metrics)
     r = settings.reliability
     retry = RetryPolicy(
         attempts=r.retry_attempts,
@@ -102,7 +106,7 @@ def build_services(
         max_wait=r.retry_max_wait,
         deadline=r.retry_deadline,
     )
-    guards = [
+    guards = [  # the LLM's guard lives inside its FallbackRecommender (see build_backends)
         Guard.create(
             name,
             retry=retry,

@@ -68,5 +68,20 @@ class Metrics:
             "ir_rate_limited_total", "Requests refused with 429", registry=self.registry
         )
 
+        self.llm_tokens = Counter(
+            "ir_llm_tokens_total",
+            "LLM tokens used, by direction (in = prompt, out = completion)",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.llm_calls = Counter(
+            "ir_llm_calls_total", "LLM calls that returned usage", registry=self.registry
+        )
+
+    def count_llm_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.llm_tokens.labels("in").inc(prompt_tokens)
+        self.llm_tokens.labels("out").inc(completion_tokens)
+        self.llm_calls.inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -113,7 +113,9 @@ class ObjectStore(Protocol):
         """Remove the key; absent keys are ignored."""
         ...
 
-    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    def list_keys(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
         """Keys under ``prefix`` in lexicographic order, after ``start_after``."""
         ...
 

@@ -149,7 +149,9 @@ class PendingMarkers:
         self._objects.delete(f"{tenant}/pending/{ticket_id}.json")
 
     def all(self, tenant: str) -> list[str]:
-        return [k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list_keys(f"{tenant}/pending/")]
+        return [
+            k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list_keys(f"{tenant}/pending/")
+        ]
 
 
 class IdempotencyRecord(BaseModel):

@@ -59,8 +59,21 @@ class TicketSettings(BaseModel):
 
 
 class RecommenderSettings(BaseModel):
-    kind: Literal["offline"] = "offline"
-    max_steps: int = Field(6, ge=1, le=20)
+    kind: Literal["offline", "openai"] = Field(
+        "offline", description="offline (extractive) or openai (any Chat Completions server)"
+    )
+    max_steps: int = Field(6, ge=1, le=20, description="most steps in an offline recommendation")
+    model: str = Field("gpt-4o-mini", description="chat model for kind=openai")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint (Azure, Ollama, vLLM, llama.cpp); unset: OpenAI"
+    )
+    api_key: SecretStr = Field(
+        SecretStr(""), description="API key for kind=openai (local servers may not need one)"
+    )
+    timeout: float = Field(20.0, gt=0.0, le=600.0, description="seconds per LLM call")
+    max_retries: int = Field(1, ge=0, le=10, description="SDK retries per LLM call")
+    max_output_tokens: int = Field(600, ge=50, le=8000)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
 
 
 class ReliabilitySettings(BaseModel):

@@ -117,13 +117,16 @@ class Responder:
         norms = [self._normalizer.normalize(r.log) for r in reports]
         self._metrics.stage_seconds.labels("normalize").observe(time.perf_counter() - started)
         # Reports whose exact fingerprint is already known skip the model entirely.
-        known = await self._run(
-            "fingerprint",
-            lambda: [
-                self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint)
-                for r, n in zip(reports, norms, strict=True)
-            ],
-        )
+        try:
+            known = await self._run(
+                "fingerprint",
+                lambda: [
+                    self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint)
+                    for r, n in zip(reports, norms, strict=True)
+                ],
+            )
+        except BackendUnavailable:
+            known = [None] * len(reports)  # embed everything; each report then queues or not on its own
         texts = sorted({n.embed_text for n, k in zip(norms, known, strict=True) if k is None})
         vectors: dict[str, Vector] = {}
         if texts:

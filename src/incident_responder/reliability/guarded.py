@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 from incident_responder.errors import IncidentResponderError
 from incident_responder.metrics import Metrics
+from incident_responder.models import Recommendation, RunbookChunk
 from incident_responder.ports import (
     ObjectStore,
+    Recommender,
     StoredObject,
     Vector,
     VectorFilter,
@@ -125,3 +127,18 @@ class GuardedVectorIndex:
 
     def close(self) -> None:
         self._inner.close()
+
+
+class GuardedRecommender:
+    def __init__(self, inner: Recommender, guard: Guard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def recommend(
+        self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]
+    ) -> Recommendation | None:
+        return self._guard("recommend", lambda: self._inner.recommend(log, chunks, titles))

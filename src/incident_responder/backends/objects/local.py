@@ -101,7 +101,9 @@ class LocalObjectStore:
         except OSError as exc:
             raise BackendUnavailable(f"deleting {key} failed: {exc.strerror}") from exc
 
-    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+    def list_keys(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
         # Keys are listed per directory level; our layouts put all objects of a
         # listing in one directory (``<tenant>/tickets/``), as S3 prefixes would.
         directory, _, name_prefix = prefix.rpartition("/")

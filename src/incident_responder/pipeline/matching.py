@@ -1,0 +1,250 @@
+"""The dedup decision rule: does a report join an earlier ticket, and by which evidence?
+
+Pure functions, no I/O. The caller has already looked for an exact fingerprint match
+(tier 1) and, failing that, found the nearest earlier reports of the same tenant and
+service by embedding (one stored vector per distinct template per ticket). Here:
+
+* tier 2, ``"template"``: Drain-style template likeness (:func:`template_similarity`)
+  of at least ``template_similarity``, and a cosine of at least ``template_min_cosine``
+  (a cheap guard against two unrelated messages that happen to share a skeleton);
+* tier 3, ``"semantic"``: cosine of at least ``auto_merge`` *and* some template
+  likeness (``semantic_min_template``); never when two different tickets are about
+  equally close (``ambiguity_margin``): merging two incidents is worse than a duplicate;
+* otherwise a new ticket, with the tickets whose cosine reaches ``related`` listed as
+  related (never merged).
+
+``DEFAULT_THRESHOLDS`` were calibrated with ``scripts/tune_dedup.py`` on the dev set.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from incident_responder.pipeline.normalize import erase_kinds
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "Candidate",
+    "MatchDecision",
+    "MatchThresholds",
+    "choose_match",
+    "template_similarity",
+]
+
+Method = Literal["fingerprint", "template", "semantic"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    ticket_id: str
+    template: str  # the stored template of an earlier report in that ticket
+    similarity: float  # cosine similarity between this report's embedding and that report's
+
+
+@dataclass(frozen=True)
+class MatchThresholds:
+    template_similarity: float  # template likeness needed for a "template" match
+    auto_merge: float  # cosine needed for a "semantic" merge
+    related: float  # looser cosine: reported as related, never merged
+    template_min_cosine: float = 0.5  # a template match also needs at least this cosine
+    semantic_min_template: float = 0.5  # a semantic merge also needs at least this template likeness
+    ambiguity_margin: float = 0.02  # semantic: a second ticket this close in cosine -> do not merge
+
+
+@dataclass(frozen=True)
+class MatchDecision:
+    ticket_id: str | None  # None -> a new ticket
+    method: Method | None
+    similarity: float | None  # the similarity that justified it (1.0 for fingerprint)
+    template: str  # the matched template (or the query's own if no match)
+    related_ticket_ids: tuple[str, ...]
+
+
+# Calibrated with scripts/tune_dedup.py on the dev set (5 LogHub systems, 2,000 reports):
+# - template_similarity 0.92: dev F1/GA are flat from 0.92 to 1.0 (F1 0.999, GA 0.959); 0.90
+#   already merges "Failed none" into "Failed password" (1 word in 11 tokens, GA 0.945) and
+#   would merge 10-token "GET"/"POST" request lines; 0.85 drops GA to 0.914. 0.92 is the most
+#   tolerant value on the plateau: one unmasked word is forgiven only in templates of 13+ tokens.
+# - auto_merge 0.97 / semantic_min_template 0.6: the semantic tier changes nothing on dev for
+#   auto_merge 0.90..0.99 once it needs template likeness; without that (0.0) precision falls to
+#   0.954 ("user=<user>" present vs absent embed at cosine 0.98). Antonym pairs reach 0.947
+#   ("link up" / "link down"), hence 0.97, not 0.95.
+# - template_min_cosine 0.5: no effect on dev; a guard against two unrelated short messages
+#   that happen to share a skeleton.
+# - related 0.75: a hint only, never merged.
+DEFAULT_THRESHOLDS: Final = MatchThresholds(
+    template_similarity=0.92,
+    auto_merge=0.97,
+    related=0.75,
+    template_min_cosine=0.5,
+    semantic_min_template=0.6,
+)
+
+# --------------------------------------------------------------------------- template likeness
+WILDCARD: Final = "<*>"
+SOFT: Final = 0.75  # score of a position where the two tokens differ only in variable parts
+MAX_ABSORB: Final = 8  # a placeholder may stand for up to this many tokens of the other side
+MAX_DP_TOKENS: Final = 96  # longer templates of different length are not aligned (cost)
+
+_WRAP = "()[]{}\"',;:."
+_IDENTIFIER_RE: Final = re.compile(r"\d|<\*>|[A-Za-z0-9][_./@\\:-][A-Za-z0-9]")
+
+
+def _tokens(template: str) -> list[str]:
+    """Kind-erased tokens, runs of the same variable token collapsed to one."""
+    out: list[str] = []
+    for tok in erase_kinds(template).split():
+        if out and tok == out[-1] and WILDCARD in tok:
+            continue
+        out.append(tok)
+    return out
+
+
+def _identifier_like(tok: str) -> bool:
+    return _IDENTIFIER_RE.search(tok) is not None
+
+
+def _token_score(x: str, y: str) -> float:
+    """1 for equal tokens, SOFT when they differ only where values go, 0 otherwise."""
+    if x == y:
+        return 1.0
+    if x == WILDCARD or y == WILDCARD:
+        return SOFT
+    if "=" in x and "=" in y:
+        kx, vx = x.split("=", 1)
+        ky, vy = y.split("=", 1)
+        if kx != ky:
+            return 0.0
+        if not vx or not vy:
+            # "key=" against "key=<*>": an empty value; against "key=word": a different message
+            return SOFT if WILDCARD in vx + vy else 0.0
+        return _token_score(vx, vy)
+    px, py = x.strip(_WRAP), y.strip(_WRAP)
+    if px == py:
+        return SOFT  # same word, different punctuation around it
+    if (not px and py == WILDCARD) or (not py and px == WILDCARD):
+        return SOFT  # "()" against "(<*>)": the value was empty
+    if px and py and _identifier_like(px) and _identifier_like(py):
+        return SOFT  # two identifiers (node-<*> / storage<*> / cluster_usr_backup)
+    return 0.0
+
+
+def _absorbable(tok: str) -> bool:
+    """A token that can be part of a value spanning several tokens (not a plain word)."""
+    return WILDCARD in tok or _identifier_like(tok)
+
+
+def _aligned(short: list[str], long: list[str]) -> float:
+    """Best total score aligning ``short`` to ``long`` token by token, where a lone
+    ``<*>`` of ``short`` may stand for a run of 2..MAX_ABSORB value-like tokens of
+    ``long`` (scored ``SOFT``, as one position). -inf when no alignment covers both."""
+    ls, ll = len(short), len(long)
+    extra = ll - ls
+    neg = -math.inf
+    # best[i][d]: short[:i] aligned with long[:i + d], 0 <= d <= extra
+    best = [[neg] * (extra + 1) for _ in range(ls + 1)]
+    best[0][0] = 0.0
+    for i in range(1, ls + 1):
+        tok = short[i - 1]
+        for d in range(extra + 1):
+            j = i + d
+            score = best[i - 1][d]
+            if score > neg:
+                score += _token_score(tok, long[j - 1])
+            if tok == WILDCARD:
+                for k in range(2, min(MAX_ABSORB, d + 1) + 1):
+                    prev = best[i - 1][d - k + 1]
+                    if prev > neg and prev + SOFT > score and all(_absorbable(t) for t in long[j - k : j]):
+                        score = prev + SOFT
+            best[i][d] = score
+    return best[ls][extra]
+
+
+def template_similarity(a: str, b: str) -> float:
+    """Drain-like likeness of two templates in [0, 1].
+
+    Same token count: the mean per-position score (1 equal, ``SOFT`` for a placeholder
+    against anything or two differing identifiers, 0 for two different words). Different
+    token counts: only a lone placeholder of the shorter template can make up the
+    difference, by standing for a run of value-like tokens of the longer one (a value
+    that spans several tokens, e.g. a list); the score is then the mean over the shorter
+    template's positions. Otherwise 0: a word more or less is a different message.
+    Placeholder kinds are ignored (``<ip>`` and ``<host>`` are the same slot).
+    """
+    ta, tb = _tokens(a), _tokens(b)
+    if not ta or not tb:
+        return 1.0 if ta == tb else 0.0
+    if len(ta) == len(tb):
+        return sum(_token_score(x, y) for x, y in zip(ta, tb, strict=True)) / len(ta)
+    short, long = (ta, tb) if len(ta) < len(tb) else (tb, ta)
+    if WILDCARD not in short or len(long) > MAX_DP_TOKENS or len(long) - len(short) > MAX_ABSORB:
+        return 0.0
+    return max(0.0, _aligned(short, long) / len(short))
+
+
+# --------------------------------------------------------------------------- decision
+def _cos(x: float) -> float:
+    return x if math.isfinite(x) else -1.0
+
+
+def choose_match(
+    template: str, candidates: Sequence[Candidate], thresholds: MatchThresholds
+) -> MatchDecision:
+    """Pick the ticket this report joins (or none) from the nearest earlier reports.
+
+    Ties prefer the stronger evidence, then the higher cosine, then the earlier
+    candidate (the caller passes them best-first).
+    """
+    scored = [(c, template_similarity(template, c.template), _cos(c.similarity)) for c in candidates]
+
+    chosen: tuple[Candidate, float, Method] | None = None
+    # tier 2: template likeness
+    best_t: tuple[float, float] | None = None
+    for c, tsim, cos in scored:
+        if tsim >= thresholds.template_similarity and cos >= thresholds.template_min_cosine:
+            key = (tsim, cos)
+            if best_t is None or key > best_t:
+                best_t, chosen = key, (c, tsim, "template")
+    # tier 3: semantic, only when unambiguous
+    if chosen is None:
+        eligible = sorted(
+            (
+                (cos, i, c)
+                for i, (c, tsim, cos) in enumerate(scored)
+                if cos >= thresholds.auto_merge and tsim >= thresholds.semantic_min_template
+            ),
+            key=lambda r: (-r[0], r[1]),
+        )
+        if eligible:
+            top_cos, _, top = eligible[0]
+            # any other ticket about as close (eligible or not) makes the choice a coin flip
+            rival = any(
+                c.ticket_id != top.ticket_id and cos >= top_cos - thresholds.ambiguity_margin
+                for c, _, cos in scored
+            )
+            if not rival:
+                chosen = (top, top_cos, "semantic")
+
+    chosen_id = chosen[0].ticket_id if chosen else None
+    related: dict[str, float] = {}
+    for c, _, cos in scored:
+        if c.ticket_id != chosen_id and cos >= thresholds.related and cos > related.get(c.ticket_id, -2.0):
+            related[c.ticket_id] = cos
+    related_ids = tuple(sorted(related, key=lambda t: -related[t]))
+
+    if chosen is None:
+        return MatchDecision(
+            ticket_id=None, method=None, similarity=None, template=template, related_ticket_ids=related_ids
+        )
+    cand, sim, method = chosen
+    return MatchDecision(
+        ticket_id=cand.ticket_id,
+        method=method,
+        similarity=sim,
+        template=cand.template,
+        related_ticket_ids=related_ids,
+    )
