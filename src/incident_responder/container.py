@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -14,11 +15,11 @@ from incident_responder.metrics import Metrics
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
-from incident_responder.pipeline.responder import Responder
+from incident_responder.pipeline.responder import KeyedLocks, Responder
 from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import TicketDesk
-from incident_responder.ports import Embedder
+from incident_responder.ports import Embedder, IdempotencyStore, LockProvider
 from incident_responder.reliability.dead_letters import SqliteDeadLetters
 from incident_responder.reliability.guarded import Guard, GuardedObjectStore, GuardedVectorIndex
 from incident_responder.reliability.retry import RetryPolicy
@@ -41,12 +42,14 @@ class Services:
     metrics: Metrics
     tickets: TicketRepository
     incidents: IncidentRepository
-    idempotency: IdempotencyRepository
     desk: TicketDesk
     catalog: RunbookCatalog
     responder: Responder
     dead_letters: SqliteDeadLetters
     guards: list[Guard]
+    idempotency: IdempotencyStore
+    locks: LockProvider
+    closers: list[Callable[[], object]]
 
     def tenants(self) -> list[str]:
         return self.backends.objects.list_prefixes("")
@@ -70,6 +73,8 @@ class Services:
 
     def close(self) -> None:
         self.backends.close()
+        for close in self.closers:
+            close()
 
 
 def thresholds_from(settings: Settings) -> MatchThresholds:
@@ -119,6 +124,25 @@ def build_services(
     objects = GuardedObjectStore(backends.objects, guards[0])
     index = GuardedVectorIndex(backends.index, guards[1])
     dead_letters = SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
+    ttl = r.idempotency_ttl_hours * 3600
+    redis_url = settings.redis.url.get_secret_value()
+    locks: LockProvider
+    idempotency: IdempotencyStore
+    closers: list[Callable[[], object]] = []
+    if redis_url:
+        from incident_responder.backends.redis.coordination import (
+            RedisIdempotencyRepository,
+            RedisLocks,
+            make_client,
+        )
+
+        client = make_client(redis_url, timeout=settings.redis.timeout)
+        closers.append(client.close)
+        locks = RedisLocks(client, timeout=settings.redis.lock_timeout)
+        idempotency = RedisIdempotencyRepository(client, ttl)
+    else:
+        locks = KeyedLocks()
+        idempotency = IdempotencyRepository(objects, ttl)
     tickets = TicketRepository(objects)
     incidents = IncidentRepository(objects)
     desk = TicketDesk(
@@ -148,6 +172,7 @@ def build_services(
         incidents=incidents,
         dead_letters=dead_letters,
         metrics=metrics,
+        locks=locks,
     )
     services = Services(
         settings=settings,
@@ -155,12 +180,14 @@ def build_services(
         metrics=metrics,
         tickets=tickets,
         incidents=incidents,
-        idempotency=IdempotencyRepository(objects, r.idempotency_ttl_hours * 3600),
         desk=desk,
         catalog=catalog,
         responder=responder,
         dead_letters=dead_letters,
         guards=guards,
+        idempotency=idempotency,
+        locks=locks,
+        closers=closers,
     )
     tenants = services.tenants()
     for tenant in tenants:

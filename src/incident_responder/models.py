@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -120,3 +120,12 @@ class IncidentResult(BaseModel):
     related_ticket_ids: list[str] = Field(default_factory=list)
     runbooks: list[RunbookHit] = Field(default_factory=list)
     recommendation: Recommendation | None = None
+
+
+class IdempotencyRecord(BaseModel):
+    """The response given to a request that carried an Idempotency-Key."""
+
+    request_hash: str
+    status_code: int
+    body: dict[str, Any]
+    created_at: datetime

@@ -7,13 +7,14 @@ loop push blocking calls to a worker thread (see ``pipeline.responder``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from incident_responder.models import Recommendation, RunbookChunk
+from incident_responder.models import IdempotencyRecord, Recommendation, RunbookChunk
 
 Vector = npt.NDArray[np.float32]
 
@@ -125,6 +126,26 @@ class ObjectStore(Protocol):
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the store answers."""
+        ...
+
+
+class LockProvider(Protocol):
+    """Mutual exclusion per key (tenant, service, ...): in-process or across replicas."""
+
+    def hold(self, *key: str) -> AbstractAsyncContextManager[None]:
+        """An async context manager that holds the lock for ``key``."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """Stored responses of requests that carried an Idempotency-Key (expire after a TTL)."""
+
+    def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        """The live record for ``key`` of ``tenant``, or None."""
+        ...
+
+    def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
+        """Store the record (overwrites an expired one)."""
         ...
 
 

@@ -15,12 +15,11 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel
 
 from incident_responder.errors import InvalidInput, NotFound
-from incident_responder.models import IncidentResult, Runbook, Ticket, TicketStatus, utcnow
+from incident_responder.models import IdempotencyRecord, IncidentResult, Runbook, Ticket, TicketStatus, utcnow
 from incident_responder.ports import ObjectStore
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -152,13 +151,6 @@ class PendingMarkers:
         return [
             k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list_keys(f"{tenant}/pending/")
         ]
-
-
-class IdempotencyRecord(BaseModel):
-    request_hash: str
-    status_code: int
-    body: dict[str, Any]
-    created_at: datetime
 
 
 class IdempotencyRepository:

@@ -104,7 +104,20 @@ class ReliabilitySettings(BaseModel):
 class RateLimitSettings(BaseModel):
     per_key: str = Field("6000/minute", description="limit per API key ('' disables); limits-library syntax")
     per_tenant: str = Field("12000/minute", description="limit per tenant across its keys ('' disables)")
-    storage_uri: str = Field("memory://", description="limits storage: memory:// or redis://host:port")
+    storage_uri: str = Field(
+        "", description="limits storage URI ('' = Redis when configured, else memory://)"
+    )
+
+
+class RedisSettings(BaseModel):
+    url: SecretStr = Field(
+        SecretStr(""),
+        description="redis://host:6379/0: shared locks, idempotency, rate limits, caches ('' = none)",
+    )
+    timeout: float = Field(2.0, gt=0.0, le=60.0, description="seconds per Redis call")
+    lock_timeout: float = Field(
+        30.0, gt=0.0, le=600.0, description="a held lock expires after this many seconds"
+    )
 
 
 class Settings(BaseSettings):
@@ -139,6 +152,7 @@ class Settings(BaseSettings):
     recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
     reliability: ReliabilitySettings = Field(default_factory=ReliabilitySettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
 
     @field_validator("api_keys")
     @classmethod

@@ -1,4 +1,4 @@
-"""One contract for every VectorIndex backend (embedded Qdrant Edge here; servers join later)."""
+"""One contract for every VectorIndex backend: Qdrant Edge, Qdrant (local mode), pgvector, Pinecone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 
 from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
 from incident_responder.ports import VectorFilter, VectorIndex, VectorPoint
+
+pytest_plugins = ["tests.vector_servers"]
 
 DIM = 8
 
@@ -28,11 +31,19 @@ def _pid() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture(params=["qdrant-edge"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
-    idx = QdrantEdgeIndex(tmp_path / "index", DIM)
-    yield idx
-    idx.close()
+@pytest.fixture(params=["qdrant-edge", "qdrant-local", "pgvector", "pinecone-fake"])
+def index(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    open_vector_index: Callable[..., ContextManager[VectorIndex]],
+) -> Iterator[VectorIndex]:
+    if request.param == "qdrant-edge":
+        idx = QdrantEdgeIndex(tmp_path / "index", DIM)
+        yield idx
+        idx.close()
+    else:
+        with open_vector_index(request.param, DIM) as server_idx:
+            yield server_idx
 
 
 def test_search_is_filtered_and_ranked(index: VectorIndex) -> None:

@@ -62,7 +62,7 @@ def create_app(
             def start() -> None:
                 try:
                     built = builder(settings, metrics)
-                    app.state.idempotency = IdempotencyGuard(built.idempotency)
+                    app.state.idempotency = IdempotencyGuard(built.idempotency, built.locks)
                     app.state.services = built
                 except Exception as exc:
                     app.state.startup_error = f"{type(exc).__name__}: {exc}"
@@ -90,10 +90,10 @@ def create_app(
     app.state.limiter = RequestLimiter(
         per_key=settings.rate_limit.per_key,
         per_tenant=settings.rate_limit.per_tenant,
-        storage_uri=settings.rate_limit.storage_uri,
+        storage_uri=settings.rate_limit.storage_uri or settings.redis.url.get_secret_value() or "memory://",
     )
     if services is not None:
-        app.state.idempotency = IdempotencyGuard(services.idempotency)
+        app.state.idempotency = IdempotencyGuard(services.idempotency, services.locks)
     install_error_handlers(app)
     for module in (incidents, tickets, runbooks, ops):
         app.include_router(module.router)

@@ -1,7 +1,7 @@
 """Idempotency-Key handling with Stripe's semantics.
 
 Same key + same body -> the stored response, nothing recorded again; same key +
-different body -> 409. Requests with one key are serialized in-process, so the
+different body -> 409. Requests with one key are serialized (across replicas with Redis), so the
 second of two concurrent ones waits and then replays the first's response.
 """
 
@@ -14,17 +14,16 @@ from typing import Any
 import anyio.to_thread
 
 from incident_responder.errors import IdempotencyConflict, InvalidInput
-from incident_responder.models import utcnow
-from incident_responder.pipeline.responder import KeyedLocks
-from incident_responder.repositories import IdempotencyRecord, IdempotencyRepository
+from incident_responder.models import IdempotencyRecord, utcnow
+from incident_responder.ports import IdempotencyStore, LockProvider
 
 MAX_KEY_LENGTH = 255
 
 
 class IdempotencyGuard:
-    def __init__(self, repo: IdempotencyRepository) -> None:
+    def __init__(self, repo: IdempotencyStore, locks: LockProvider) -> None:
         self._repo = repo
-        self._locks = KeyedLocks()
+        self._locks = locks
 
     async def run(
         self,

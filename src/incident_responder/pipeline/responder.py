@@ -25,7 +25,7 @@ from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
-from incident_responder.ports import Embedder, Recommender, Vector
+from incident_responder.ports import Embedder, LockProvider, Recommender, Vector
 from incident_responder.reliability.dead_letters import DeadLetter, SqliteDeadLetters
 from incident_responder.repositories import IncidentRepository
 
@@ -89,6 +89,7 @@ class Responder:
         incidents: IncidentRepository,
         dead_letters: SqliteDeadLetters,
         metrics: Metrics,
+        locks: LockProvider | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -99,7 +100,7 @@ class Responder:
         self._incidents = incidents
         self._dead_letters = dead_letters
         self._metrics = metrics
-        self._locks = KeyedLocks()
+        self._locks: LockProvider = locks or KeyedLocks()
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()

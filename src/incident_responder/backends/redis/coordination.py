@@ -1,0 +1,102 @@
+"""What replicas share through Redis: per-key locks and idempotency records.
+
+The lock serializes the decide-and-write step for one tenant+service across every
+process (so a storm hitting N replicas still opens one ticket). It is taken after an
+in-process lock for the same key, so a process sends Redis one waiter per key, and it
+expires by itself (``timeout``) if its holder dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+import redis
+import structlog
+from redis.exceptions import LockError, RedisError
+
+from incident_responder.errors import BackendUnavailable
+from incident_responder.models import IdempotencyRecord
+from incident_responder.pipeline.responder import KeyedLocks
+
+log = structlog.get_logger(__name__)
+
+
+def _name(prefix: str, key: tuple[str, ...]) -> str:
+    return prefix + hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:40]
+
+
+class RedisLocks:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "ir:lock:",
+        timeout: float = 30.0,
+        blocking_timeout: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._timeout = timeout
+        self._blocking_timeout = blocking_timeout
+        self._local = KeyedLocks()
+
+    @asynccontextmanager
+    async def hold(self, *key: str) -> AsyncIterator[None]:
+        async with self._local.hold(*key):
+            # The blocking client in a worker thread: only one thread per key waits
+            # here, since same-key callers of this process queue on the local lock.
+            lock = self._client.lock(
+                _name(self._prefix, key),
+                timeout=self._timeout,
+                sleep=0.005,
+                blocking_timeout=self._blocking_timeout,
+                thread_local=False,  # acquired and released from different worker threads
+            )
+            try:
+                acquired = await anyio.to_thread.run_sync(lock.acquire)
+            except RedisError as exc:
+                raise BackendUnavailable(f"redis lock failed: {type(exc).__name__}") from exc
+            if not acquired:
+                raise BackendUnavailable("timed out waiting for the shared lock")
+            try:
+                yield
+            finally:
+                try:
+                    await anyio.to_thread.run_sync(lock.release)
+                except LockError:
+                    log.warning("redis.lock_expired_before_release", timeout=self._timeout)
+                except RedisError as exc:  # it expires by itself
+                    log.warning("redis.lock_release_failed", error=type(exc).__name__)
+
+
+class RedisIdempotencyRepository:
+    """Idempotency records with a TTL, shared by every replica (blocking client)."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: float, *, prefix: str = "ir:idem:") -> None:
+        self._client = client
+        self._ttl = int(ttl_seconds)
+        self._prefix = prefix
+
+    def _key(self, tenant: str, key: str) -> str:
+        return _name(self._prefix, (tenant, key))
+
+    def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
+        try:
+            raw: Any = self._client.get(self._key(tenant, key))
+        except RedisError as exc:
+            raise BackendUnavailable(f"redis get failed: {type(exc).__name__}") from exc
+        return None if raw is None else IdempotencyRecord.model_validate_json(raw)
+
+    def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
+        try:
+            self._client.set(self._key(tenant, key), record.model_dump_json(), ex=self._ttl)
+        except RedisError as exc:
+            raise BackendUnavailable(f"redis set failed: {type(exc).__name__}") from exc
+
+
+def make_client(url: str, *, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -1,0 +1,143 @@
+"""Shared state through the real Redis on 127.0.0.1:6379 (started by .ci/run if down)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+import redis
+
+from incident_responder.api.app import create_app
+from incident_responder.backends.redis.coordination import RedisIdempotencyRepository, RedisLocks
+from incident_responder.container import Services
+from incident_responder.errors import BackendUnavailable
+from incident_responder.models import IdempotencyRecord, utcnow
+from incident_responder.settings import Settings
+from tests.conftest import ACME
+from tests.helpers import db_log
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def db_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:  # CI starts it; a missing Redis is a failure, not a skip
+        pytest.fail(f"Redis is not running on 127.0.0.1:6379: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+async def test_locks_exclude_each_other_across_instances(db_url: str) -> None:
+    # Two lock providers with separate in-process locks, as two replicas would have.
+    clients = [redis.Redis.from_url(db_url) for _ in range(2)]
+    providers = [RedisLocks(c, prefix=f"ir:test:{uuid.uuid4().hex}:", timeout=5) for c in clients]
+    providers[1]._prefix = providers[0]._prefix
+    inside, overlaps, done = 0, 0, 0
+
+    async def critical(provider: RedisLocks) -> None:
+        nonlocal inside, overlaps, done
+        async with provider.hold("acme", "payments"):
+            inside += 1
+            overlaps += inside > 1
+            await asyncio.sleep(0.005)
+            inside -= 1
+            done += 1
+
+    await asyncio.gather(*(critical(providers[i % 2]) for i in range(20)))
+    assert (done, overlaps) == (20, 0)
+    # Different keys do not wait for each other.
+    async with providers[0].hold("acme", "a"), providers[1].hold("acme", "b"):
+        pass
+    for c in clients:
+        c.close()
+
+
+async def test_lock_on_unreachable_redis_is_backend_unavailable() -> None:
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    with pytest.raises(BackendUnavailable):
+        async with RedisLocks(client).hold("t", "s"):
+            pass
+    client.close()
+
+
+def test_idempotency_records_expire(db_url: str) -> None:
+    client = redis.Redis.from_url(db_url)
+    repo = RedisIdempotencyRepository(client, ttl_seconds=1, prefix=f"ir:t:{uuid.uuid4().hex}:")
+    rec = IdempotencyRecord(request_hash="h", status_code=201, body={"a": 1}, created_at=utcnow())
+    repo.put("acme", "k", rec)
+    assert repo.get("acme", "k") == rec
+    assert repo.get("globex", "k") is None
+    import time
+
+    time.sleep(1.2)
+    assert repo.get("acme", "k") is None
+    client.close()
+
+
+@pytest.fixture
+async def shared_pair(
+    db_url: str, make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two apps (two 'replicas') sharing Redis; each has its own data dir."""
+    with redis.Redis.from_url(db_url) as client:
+        client.flushdb()
+    apps = []
+    for name in ("one", "two"):
+        settings = make_settings(
+            data_dir=make_settings().data_dir / name,
+            redis={"url": db_url},
+            rate_limit={"per_key": "5/minute", "per_tenant": ""},
+        )
+        apps.append(create_app(settings, services=make_services(settings)))
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[0]), base_url="http://a") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[1]), base_url="http://b") as b,
+    ):
+        yield a, b
+
+
+async def test_rate_limit_budget_is_shared_between_replicas(
+    shared_pair: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    a, b = shared_pair
+    codes = []
+    for i in range(7):
+        http = a if i % 2 else b
+        codes.append((await http.get("/v1/runbooks", headers=ACME)).status_code)
+    assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
+    limited = await a.get("/v1/runbooks", headers=ACME)
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_idempotency_key_is_shared_between_replicas(
+    shared_pair: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    a, b = shared_pair
+    body = {"service": "api", "log": db_log(1)}
+    first = await a.post("/v1/incidents", json=body, headers={**ACME, "Idempotency-Key": "shared-1"})
+    again = await b.post("/v1/incidents", json=body, headers={**ACME, "Idempotency-Key": "shared-1"})
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other = await b.post(
+        "/v1/incidents", json={**body, "log": "x"}, headers={**ACME, "Idempotency-Key": "shared-1"}
+    )
+    assert other.status_code == 409
+
+
+async def test_redis_down_queues_instead_of_losing(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(
+        redis={"url": "redis://127.0.0.1:1/0", "timeout": 0.2}, rate_limit={"storage_uri": "memory://"}
+    )
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        r = await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+        assert r.status_code == 202 and r.json()["status"] == "queued"
