@@ -63,7 +63,7 @@ def config(show_json: Annotated[bool, typer.Option("--json", help="print JSON")]
     try:
         settings = load_settings()
     except ConfigError:
-        settings = load_settings(insecure_no_auth=True)  # show the rest even when keys are missing
+        settings = _settings(insecure_no_auth=True)  # show the rest even when keys are missing
     rows = describe(settings)
     if show_json:
         typer.echo(json.dumps({env: value for env, value, _ in rows}, indent=1))
@@ -180,6 +180,32 @@ def evaluate_command(
     if out is not None:
         out.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
     typer.echo(report.last_line())
+
+
+@app.command()
+def costs(
+    url: Annotated[str | None, typer.Option(help="a running server's /metrics URL")] = None,
+    file: Annotated[Path | None, typer.Option(help="a saved metrics text file")] = None,
+    window_seconds: Annotated[float | None, typer.Option(help="the period the metrics cover")] = None,
+) -> None:
+    """Cost per incident and per month at the current rate, from the service's metrics."""
+    from incident_responder.observability.costs import costs_command
+
+    settings = _settings(insecure_no_auth=True)
+    try:
+        typer.echo(
+            costs_command(
+                url,
+                file,
+                settings.prices,
+                window_seconds=window_seconds,
+                vector_kind=settings.vector.kind,
+                tickets_kind=settings.tickets.kind,
+            )
+        )
+    except IncidentResponderError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def main() -> None:

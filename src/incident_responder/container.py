@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 import structlog
+from opentelemetry.trace import Tracer
 
 from incident_responder.backends import Backends, build_backends
 from incident_responder.errors import BackendUnavailable
@@ -33,6 +35,7 @@ from incident_responder.repositories import (
 from incident_responder.settings import Settings
 
 log = structlog.get_logger(__name__)
+_NIL_POINT = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Services:
     idempotency: IdempotencyStore
     locks: LockProvider
     closers: list[Callable[[], object]]
+    redis: Any = None
 
     def tenants(self) -> list[str]:
         return self.backends.objects.list_prefixes("")
@@ -70,6 +74,24 @@ class Services:
         depth = await anyio.to_thread.run_sync(self.dead_letters.depth)
         self.metrics.dlq_depth.set(depth)
         return applied, depth
+
+    def check_backends(self) -> dict[str, str]:
+        """Ask every configured backend for a sign of life (blocking): name -> "ok" or the error."""
+        probes: dict[str, Callable[[], object]] = {
+            f"tickets:{self.settings.tickets.kind}": self.backends.objects.ping,
+            f"vector:{self.settings.vector.kind}": lambda: self.backends.index.exists(_NIL_POINT),
+            "dead_letters": self.dead_letters.depth,
+        }
+        if self.redis is not None:
+            probes["redis"] = self.redis.ping
+        report = {}
+        for name, probe in probes.items():
+            try:
+                probe()
+                report[name] = "ok"
+            except Exception as exc:  # any failure is a finding, not a crash
+                report[name] = f"error: {getattr(exc, 'message', type(exc).__name__)}"
+        return report
 
     def close(self) -> None:
         self.backends.close()
@@ -100,6 +122,7 @@ def build_services(
     embedder: Embedder | None = None,
     metrics: Metrics | None = None,
     backends: Backends | None = None,
+    tracer: Tracer | None = None,
 ) -> Services:
     """Open backends (unless given), preload runbooks and repair interrupted writes (blocking)."""
     metrics = metrics or Metrics()
@@ -129,6 +152,7 @@ def build_services(
     locks: LockProvider
     idempotency: IdempotencyStore
     closers: list[Callable[[], object]] = []
+    redis_client = None
     if redis_url:
         from incident_responder.backends.redis.coordination import (
             RedisIdempotencyRepository,
@@ -136,10 +160,10 @@ def build_services(
             make_client,
         )
 
-        client = make_client(redis_url, timeout=settings.redis.timeout)
-        closers.append(client.close)
-        locks = RedisLocks(client, timeout=settings.redis.lock_timeout)
-        idempotency = RedisIdempotencyRepository(client, ttl)
+        redis_client = make_client(redis_url, timeout=settings.redis.timeout)
+        closers.append(redis_client.close)
+        locks = RedisLocks(redis_client, timeout=settings.redis.lock_timeout)
+        idempotency = RedisIdempotencyRepository(redis_client, ttl)
     else:
         locks = KeyedLocks()
         idempotency = IdempotencyRepository(objects, ttl)
@@ -173,6 +197,7 @@ def build_services(
         dead_letters=dead_letters,
         metrics=metrics,
         locks=locks,
+        tracer=tracer,
     )
     services = Services(
         settings=settings,
@@ -188,6 +213,7 @@ def build_services(
         idempotency=idempotency,
         locks=locks,
         closers=closers,
+        redis=redis_client,
     )
     tenants = services.tenants()
     for tenant in tenants:

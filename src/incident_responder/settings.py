@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incident_responder.errors import ConfigError
+from incident_responder.observability.costs import PriceTable
 
 _SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -50,12 +51,62 @@ class EmbeddingSettings(BaseModel):
     threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch default)")
 
 
-class VectorSettings(BaseModel):
+class EmbeddedVectorSettings(BaseModel):
+    """Qdrant Edge: Qdrant's engine in-process, one shard under the data dir."""
+
     kind: Literal["qdrant-edge"] = "qdrant-edge"
 
 
-class TicketSettings(BaseModel):
+class QdrantVectorSettings(BaseModel):
+    kind: Literal["qdrant"]
+    url: str = Field(description="Qdrant server URL, e.g. http://qdrant:6333")
+    api_key: SecretStr = SecretStr("")
+    collection: str = Field("incident_responder", description="collection name (tenant is in the payload)")
+    timeout: float = Field(5.0, gt=0.0, le=120.0)
+
+
+class PgVectorSettings(BaseModel):
+    kind: Literal["pgvector"]
+    dsn: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
+    table: str = Field("ir_vectors", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    max_connections: int = Field(8, ge=1, le=200)
+    statement_timeout_ms: int = Field(10_000, ge=100, le=600_000)
+
+
+class PineconeVectorSettings(BaseModel):
+    kind: Literal["pinecone"]
+    index_host: str = Field(description="the index's data-plane host from the Pinecone console")
+    api_key: SecretStr
+    namespace_prefix: str = Field("", description="prefix of the per-tenant namespaces")
+    timeout: float = Field(10.0, gt=0.0, le=120.0)
+
+
+VectorSettings = Annotated[
+    EmbeddedVectorSettings | QdrantVectorSettings | PgVectorSettings | PineconeVectorSettings,
+    Field(discriminator="kind"),
+]
+
+
+class LocalTicketSettings(BaseModel):
+    """JSON documents under ``<data dir>/objects``, laid out as the S3 keys."""
+
     kind: Literal["local"] = "local"
+
+
+class S3TicketSettings(BaseModel):
+    kind: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = Field("", description="key prefix inside the bucket")
+    endpoint_url: str | None = Field(None, description="any S3-compatible endpoint (MinIO, SeaweedFS, R2...)")
+    region: str = "us-east-1"
+    access_key_id: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
+    secret_access_key: SecretStr = SecretStr("")
+    connect_timeout: float = Field(3.0, gt=0.0, le=60.0)
+    read_timeout: float = Field(10.0, gt=0.0, le=300.0)
+    max_attempts: int = Field(3, ge=1, le=10, description="botocore attempts per call (standard retry mode)")
+
+
+TicketSettings = Annotated[LocalTicketSettings | S3TicketSettings, Field(discriminator="kind")]
 
 
 class RecommenderSettings(BaseModel):
@@ -120,6 +171,15 @@ class RedisSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    enabled: bool = Field(
+        False,
+        description="export OpenTelemetry traces; endpoint, headers, sampler: the standard OTEL_* variables",
+    )
+    exporter: Literal["otlp", "console", "none"] = Field("otlp", description="where spans go")
+    service_name: str = Field("incident-responder", description="service.name resource attribute")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IR_",
@@ -147,12 +207,14 @@ class Settings(BaseSettings):
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
-    vector: VectorSettings = Field(default_factory=VectorSettings)
-    tickets: TicketSettings = Field(default_factory=TicketSettings)
+    vector: VectorSettings = Field(default_factory=EmbeddedVectorSettings)
+    tickets: TicketSettings = Field(default_factory=LocalTicketSettings)
     recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
     reliability: ReliabilitySettings = Field(default_factory=ReliabilitySettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    prices: PriceTable = Field(default_factory=PriceTable)
 
     @field_validator("api_keys")
     @classmethod

@@ -117,7 +117,11 @@ async def test_queued_outcome_is_visible_while_down(rig: Rig) -> None:
     assert got.status_code == 200 and got.json()["status"] == "queued"
     await rig.http.post("/v1/incidents", json={"service": "a", "log": db_log(2)}, headers=ACME)  # trips it
     ready = (await rig.http.get("/readyz")).json()
-    assert ready["backends"]["vector:qdrant-edge"] == "open" and ready["status"] == "degraded"
+    assert ready["circuits"]["vector:qdrant-edge"] == "open" and ready["status"] == "degraded"
+    assert (
+        ready["backends"]["vector:qdrant-edge"].startswith("error")
+        and ready["backends"]["tickets:local"] == "ok"
+    )
 
 
 async def test_breaker_opens_fails_fast_and_recovers(rig: Rig) -> None:
@@ -134,7 +138,7 @@ async def test_breaker_opens_fails_fast_and_recovers(rig: Rig) -> None:
     await asyncio.sleep(0.65)
     ok = await rig.http.post("/v1/incidents", json={"service": "b", "log": db_log(1)}, headers=ACME)
     assert ok.status_code == 201
-    assert (await rig.http.get("/readyz")).json()["backends"]["vector:qdrant-edge"] == "closed"
+    assert (await rig.http.get("/readyz")).json()["circuits"]["vector:qdrant-edge"] == "closed"
 
 
 async def test_slow_backend_still_answers_and_loses_nothing(rig: Rig) -> None:

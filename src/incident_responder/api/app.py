@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.middleware.base import RequestResponseEndpoint
 
 from incident_responder import __version__
@@ -22,6 +23,8 @@ from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
 from incident_responder.metrics import Metrics
+from incident_responder.observability.request_ids import RequestIdMiddleware
+from incident_responder.observability.tracing import configure_tracing, get_tracer, instrument_app
 from incident_responder.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -48,11 +51,17 @@ def create_app(
     *,
     services: Services | None = None,
     build: Callable[[Settings, Metrics], Services] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """The app; with ``services`` it is ready at once, else they are built in the
     background at start-up while /healthz already answers and /readyz says 503."""
     metrics = services.metrics if services is not None else Metrics()
-    builder = build or (lambda s, m: build_services(s, metrics=m))
+    t = settings.tracing
+    provider = tracer_provider or configure_tracing(
+        enabled=t.enabled, service_name=t.service_name, exporter=t.exporter
+    )
+    tracer = get_tracer(provider) if provider is not None else None
+    builder = build or (lambda s, m: build_services(s, metrics=m, tracer=tracer))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +90,8 @@ def create_app(
                 worker.join()
             if app.state.services is not None:
                 app.state.services.close()
+            if provider is not None:
+                provider.shutdown()  # flushes spans still batched
 
     app = FastAPI(title="incident-responder", version=__version__, lifespan=lifespan)
     app.state.services = services
@@ -109,4 +120,7 @@ def create_app(
         return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if provider is not None:
+        instrument_app(app, provider)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     return app

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from incident_responder.metrics import Metrics
 from incident_responder.ports import Embedder, ObjectStore, Recommender, VectorIndex
-from incident_responder.settings import Settings
+from incident_responder.settings import (
+    EmbeddedVectorSettings,
+    LocalTicketSettings,
+    PgVectorSettings,
+    PineconeVectorSettings,
+    QdrantVectorSettings,
+    S3TicketSettings,
+    Settings,
+    TicketSettings,
+    VectorSettings,
+)
 
 
 @dataclass
@@ -36,17 +47,8 @@ def build_backends(
             threads=settings.embedding.threads,
         )
 
-    match settings.tickets.kind:
-        case "local":
-            from incident_responder.backends.objects.local import LocalObjectStore
-
-            objects: ObjectStore = LocalObjectStore(settings.data_dir / "objects")
-
-    match settings.vector.kind:
-        case "qdrant-edge":
-            from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
-
-            index: VectorIndex = QdrantEdgeIndex(settings.data_dir / "index", embedder.dim)
+    objects = build_object_store(settings.tickets, settings.data_dir)
+    index = build_vector_index(settings.vector, settings.data_dir, embedder.dim)
 
     from incident_responder.pipeline.recommend import OfflineRecommender
 
@@ -94,3 +96,61 @@ def build_backends(
             recommender = FallbackRecommender(guarded, offline)
 
     return Backends(objects=objects, index=index, embedder=embedder, recommender=recommender)
+
+
+def build_object_store(cfg: TicketSettings, data_dir: Path) -> ObjectStore:
+    match cfg:
+        case LocalTicketSettings():
+            from incident_responder.backends.objects.local import LocalObjectStore
+
+            return LocalObjectStore(data_dir / "objects")
+        case S3TicketSettings():
+            from incident_responder.backends.objects.s3 import S3ObjectStore, make_s3_client
+
+            client = make_s3_client(
+                endpoint_url=cfg.endpoint_url,
+                region=cfg.region,
+                access_key_id=cfg.access_key_id.get_secret_value() or None,
+                secret_access_key=cfg.secret_access_key.get_secret_value() or None,
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=cfg.read_timeout,
+                max_attempts=cfg.max_attempts,
+            )
+            return S3ObjectStore(bucket=cfg.bucket, prefix=cfg.prefix, client=client)
+
+
+def build_vector_index(cfg: VectorSettings, data_dir: Path, dim: int) -> VectorIndex:
+    match cfg:
+        case EmbeddedVectorSettings():
+            from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
+
+            return QdrantEdgeIndex(data_dir / "index", dim)
+        case QdrantVectorSettings():
+            from qdrant_client import QdrantClient
+
+            from incident_responder.backends.vector.qdrant_server import QdrantServerIndex
+
+            client = QdrantClient(
+                url=cfg.url, api_key=cfg.api_key.get_secret_value() or None, timeout=int(cfg.timeout)
+            )
+            return QdrantServerIndex(client=client, collection=cfg.collection, dim=dim)
+        case PgVectorSettings():
+            from incident_responder.backends.vector.pgvector import PgVectorIndex
+
+            return PgVectorIndex(
+                dsn=cfg.dsn.get_secret_value(),
+                table=cfg.table,
+                dim=dim,
+                max_connections=cfg.max_connections,
+                statement_timeout_ms=cfg.statement_timeout_ms,
+            )
+        case PineconeVectorSettings():
+            from incident_responder.backends.vector.pinecone import PineconeIndex
+
+            return PineconeIndex(
+                index_host=cfg.index_host,
+                api_key=cfg.api_key.get_secret_value(),
+                namespace_prefix=cfg.namespace_prefix,
+                dim=dim,
+                timeout=cfg.timeout,
+            )

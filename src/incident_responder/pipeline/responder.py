@@ -16,11 +16,13 @@ from typing import TypeVar
 
 import anyio.to_thread
 import structlog
+from opentelemetry.trace import Tracer
 
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
 from incident_responder.models import IncidentReport, IncidentResult, Match, RunbookHit
+from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
@@ -90,6 +92,7 @@ class Responder:
         dead_letters: SqliteDeadLetters,
         metrics: Metrics,
         locks: LockProvider | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -101,11 +104,13 @@ class Responder:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._locks: LockProvider = locks or KeyedLocks()
+        self._tracer = tracer
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:
-            return await anyio.to_thread.run_sync(fn)
+            with stage_span(self._tracer, stage):
+                return await anyio.to_thread.run_sync(fn)
         finally:
             self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
 
@@ -189,6 +194,7 @@ class Responder:
         vector: Vector | None,
         incident_id: str,
     ) -> IncidentResult:
+        started = time.perf_counter()
         async with self._locks.hold(tenant, report.service):
             if vector is None and await self._run(
                 "fingerprint",
@@ -231,6 +237,12 @@ class Responder:
                 )
             await self._run("store", lambda: self._incidents.put(tenant, result))
         self._metrics.incidents.labels(result.status).inc()
+        set_attributes(
+            incident_id=incident_id,
+            ticket_id=result.ticket_id,
+            status=result.status,
+            similarity=result.similarity,
+        )
         log.info(
             "incident.classified",
             tenant=tenant,
@@ -240,6 +252,8 @@ class Responder:
             status=result.status,
             method=decision.method,
             similarity=result.similarity,
+            related=len(result.related_ticket_ids),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return result
 

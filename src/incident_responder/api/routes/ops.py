@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,13 +20,18 @@ async def readyz(request: Request) -> JSONResponse:
     if services is None:
         detail = {"status": "failed" if failure else "starting", **({"error": failure} if failure else {})}
         return JSONResponse(detail, status_code=503)
-    backends = {g.backend: g.breaker.state for g in services.guards}
-    degraded = any(state != "closed" for state in backends.values())
+    # Ready means: model loaded, stores opened, runbooks preloaded. A backend that is
+    # down since then makes the service "degraded", not unready: reports are still
+    # accepted (into the dead-letter queue) and nothing is lost.
+    checks = await anyio.to_thread.run_sync(services.check_backends)
+    circuits = {g.backend: g.breaker.state for g in services.guards}
+    degraded = any(v != "ok" for v in checks.values()) or any(v != "closed" for v in circuits.values())
     return JSONResponse(
         {
             "status": "degraded" if degraded else "ready",
             "model": "loaded",
-            "backends": backends,
+            "backends": checks,
+            "circuits": circuits,
             "dead_letters": int(services.metrics.dlq_depth._value.get()),
         }
     )
