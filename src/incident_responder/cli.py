@@ -208,5 +208,70 @@ def costs(
         raise typer.Exit(1) from exc
 
 
+@app.command()
+def migrate(
+    source: Annotated[
+        str, typer.Option("--from", help="local (the data dir) or s3 (the IR_TICKETS__* S3 section)")
+    ],
+    target: Annotated[str, typer.Option("--to", help="local or s3")],
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+) -> None:
+    """Copy every ticket, incident, runbook and record from one document store to another."""
+    from incident_responder.backends import build_object_store
+    from incident_responder.migration import copy_objects
+    from incident_responder.settings import LocalTicketSettings, S3TicketSettings
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+
+    def store_for(name: str) -> Any:
+        if name == "local":
+            return build_object_store(LocalTicketSettings(), settings.data_dir)
+        if name == "s3":
+            if not isinstance(settings.tickets, S3TicketSettings):
+                raise typer.BadParameter(
+                    "configure the S3 store first: IR_TICKETS__KIND=s3, IR_TICKETS__BUCKET=..."
+                )
+            return build_object_store(settings.tickets, settings.data_dir)
+        raise typer.BadParameter(f"unknown store {name!r}: use local or s3")
+
+    if source == target:
+        raise typer.BadParameter("--from and --to must differ")
+    try:
+        report = copy_objects(
+            store_for(source), store_for(target), progress=lambda where: typer.echo(f"  {where}")
+        )
+    except IncidentResponderError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"copied {report.copied} objects ({report.unchanged} already there) for {report.tenants} tenants"
+    )
+    typer.echo(
+        "next: point IR_TICKETS__* at the target and run `incident-responder reindex` for the vector index"
+    )
+
+
+@app.command()
+def reindex(
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+) -> None:
+    """Rebuild the configured vector index from the tickets and runbooks (idempotent)."""
+    from incident_responder.container import build_services
+    from incident_responder.migration import reindex as rebuild
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+    services = build_services(settings)
+    try:
+        r = rebuild(services)
+    finally:
+        services.close()
+    typer.echo(
+        f"{r.tenants} tenants: {r.tickets} tickets checked, {r.vectors_written} vectors written, "
+        f"{r.runbooks} runbooks indexed"
+    )
+
+
 def main() -> None:
     app()

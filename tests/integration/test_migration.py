@@ -1,0 +1,49 @@
+"""Moving a deployment: documents to another store, vectors rebuilt from documents."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from incident_responder.backends.objects.local import LocalObjectStore
+from incident_responder.container import Services
+from incident_responder.migration import copy_objects, reindex
+from incident_responder.models import IncidentReport, Runbook
+from incident_responder.settings import Settings
+from tests.helpers import DB_RUNBOOK, db_log, disk_log
+
+
+def test_copy_objects_copies_everything_once(tmp_path: Path) -> None:
+    source, target = LocalObjectStore(tmp_path / "a"), LocalObjectStore(tmp_path / "b")
+    keys = ["t1/tickets/x.json", "t1/incidents/i.json", "t2/runbooks/r.json", "t2/pending/p.json"]
+    for k in keys:
+        source.put(k, k.encode())
+    first = copy_objects(source, target)
+    assert (first.tenants, first.copied, first.unchanged) == (2, 4, 0)
+    assert all((got := target.get(k)) is not None and got.data == k.encode() for k in keys)
+    source.put("t1/tickets/x.json", b"changed")
+    again = copy_objects(source, target)
+    assert (again.copied, again.unchanged) == (1, 3)
+
+
+async def test_reindex_rebuilds_a_lost_index(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings()
+    services = make_services(settings)
+    services.catalog.put(
+        "acme", Runbook(id="db-refused", title="Database connection refused", content=DB_RUNBOOK)
+    )
+    first = await services.responder.handle("acme", IncidentReport(service="api", log=db_log(1)))
+    await services.responder.handle("acme", IncidentReport(service="api", log=disk_log(1)))
+    services.close()
+
+    shutil.rmtree(settings.data_dir / "index")  # e.g. moving to a new, empty index backend
+    rebuilt = make_services(settings)
+    report = reindex(rebuilt)
+    assert (report.tenants, report.tickets, report.vectors_written, report.runbooks) == (1, 2, 2, 1)
+    assert reindex(rebuilt).vectors_written == 0  # idempotent
+    again = await rebuilt.responder.handle("acme", IncidentReport(service="api", log=db_log(2)))
+    assert again.status == "existing" and again.ticket_id == first.ticket_id
+    assert [h.id for h in rebuilt.catalog.search("acme", db_log(3))] == ["db-refused"]
