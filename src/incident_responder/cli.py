@@ -16,6 +16,8 @@ from incident_responder.settings import Settings, describe, load_settings
 app = typer.Typer(help="Deduplicate incidents, find the runbook, recommend the fix.", no_args_is_help=True)
 runbooks_app = typer.Typer(help="Manage the runbook library.", no_args_is_help=True)
 app.add_typer(runbooks_app, name="runbooks")
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -271,6 +273,54 @@ def reindex(
         f"{r.tenants} tenants: {r.tickets} tickets checked, {r.vectors_written} vectors written, "
         f"{r.runbooks} runbooks indexed"
     )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+    limit: Annotated[int, typer.Option(help="most letters shown")] = 100,
+) -> None:
+    """Reports waiting to be applied, oldest first."""
+    from datetime import UTC, datetime
+
+    from incident_responder.reliability.dead_letters import SqliteDeadLetters
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    letters = SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
+    pending = letters.pending(limit)
+    for letter in pending:
+        at = datetime.fromtimestamp(letter.enqueued_at, UTC).isoformat(timespec="seconds")
+        typer.echo(
+            f"{letter.incident_id}  {letter.tenant}/{letter.report.service}  {at}  "
+            f"attempts={letter.attempts}  {letter.last_error[:80]}"
+        )
+    typer.echo(f"{letters.depth()} waiting")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
+) -> None:
+    """Apply every waiting report now (the server does this by itself once backends recover)."""
+    import asyncio
+
+    from incident_responder.container import build_services
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+    services = build_services(settings)
+    try:
+        total = 0
+        while True:
+            applied, waiting = asyncio.run(services.replay_dead_letters())
+            total += applied
+            if applied == 0 or waiting == 0:
+                break
+    finally:
+        services.close()
+    typer.echo(f"replayed {total}; {waiting} still waiting")
+    if waiting:
+        raise typer.Exit(1)
 
 
 def main() -> None:

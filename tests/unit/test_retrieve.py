@@ -341,3 +341,10 @@ def test_concurrent_search_put_remove(fake_embedder: HashingEmbedder) -> None:
         t.join()
     assert errors == []
     assert len(lib) == len(RUNBOOKS) + 2 * 10
+
+
+def test_one_line_firing_notification_keeps_its_words() -> None:
+    from incident_responder.pipeline.retrieve import parse_log
+
+    parsed = parse_log("[FIRING:1] TLS certificate for api.example.com has expired")
+    assert "TLS certificate" in parsed.text and "FIRING" not in parsed.text

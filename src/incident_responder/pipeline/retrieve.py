@@ -147,6 +147,7 @@ _NOISE_RES = (
 )
 _MEANING_KEYS = ("summary", "description", "message", "msg")
 _STATUS_LINE_RE = re.compile(r"^\s*\[(?:FIRING|RESOLVED)(?::\d+)?\](.*)$", re.MULTILINE | re.IGNORECASE)
+_STATUS_TAG_RE = re.compile(r"\[(?:FIRING|RESOLVED)(?::\d+)?\]", re.IGNORECASE)
 _CAMEL_IDENT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*[a-z0-9][A-Z][A-Za-z0-9_]*\b")
 _NAME_KEYS = ("alertname", "alert_name", "alert")
 
@@ -214,6 +215,9 @@ def parse_log(log: str) -> ParsedLog:
     meaning = [fields[k] for k in _MEANING_KEYS if fields.get(k)]
     # Not a recognised alert layout: the whole log minus timestamps, addresses and ids.
     text = "\n".join(dict.fromkeys(_strip_noise(m) for m in meaning)) if meaning else _strip_noise(log)
+    if not text:
+        # A one-line notification is all title line: keep its words, drop only the tag.
+        text = _strip_noise(_STATUS_TAG_RE.sub(" ", log))
     labels = {k: v for k, v in fields.items() if k not in _MEANING_KEYS}
     candidates: list[str] = [alertname] if alertname else []
     for status in _STATUS_LINE_RE.finditer(log):
