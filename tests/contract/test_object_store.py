@@ -1,4 +1,4 @@
-"""One contract for every ObjectStore backend (the local one here; S3 joins later)."""
+"""One contract for every ObjectStore backend: local files, S3 (moto server and SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,10 +14,24 @@ from incident_responder.backends.objects.local import LocalObjectStore
 from incident_responder.errors import InvalidInput, VersionConflict
 from incident_responder.ports import ObjectStore
 
+if TYPE_CHECKING:
+    from tests.s3_servers import S3Server
 
-@pytest.fixture(params=["local"])
+pytest_plugins = ["tests.s3_servers"]
+
+
+@pytest.fixture(params=["local", "s3-moto", "s3-seaweedfs"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    yield LocalObjectStore(tmp_path / "objects")
+    if request.param == "local":
+        yield LocalObjectStore(tmp_path / "objects")
+        return
+    # Session-scoped real servers (tests/s3_servers.py), started only when an S3 case runs;
+    # each test gets a fresh key prefix in the shared bucket.
+    server: S3Server = request.getfixturevalue(
+        {"s3-moto": "moto_s3", "s3-seaweedfs": "seaweedfs_s3"}[request.param]
+    )
+    with server.store() as s3_store:
+        yield s3_store
 
 
 def test_put_get_delete(store: ObjectStore) -> None:

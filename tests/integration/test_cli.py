@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from incident_responder.cli import app
@@ -15,10 +17,12 @@ EXAMPLES = Path(__file__).parent.parent.parent / "examples" / "runbooks"
 
 
 @pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
     monkeypatch.setenv("IR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("IR_API_KEYS", raising=False)
-    return CliRunner()
+    yield CliRunner()
+    # The commands configure structlog to write to the runner's (now closed) stderr.
+    structlog.reset_defaults()
 
 
 def test_config_masks_secrets(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

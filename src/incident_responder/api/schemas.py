@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from incident_responder.models import IncidentReport, Runbook, RunbookHit, Severity, Ticket
+from incident_responder.models import IncidentReport, IncidentResult, Runbook, RunbookHit, Severity, Ticket
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,100}$")
@@ -20,14 +20,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+# The same rules as the validators below, published in the OpenAPI schema so clients
+# (and schemathesis) know them; the validators enforce them with readable messages.
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+_TEXT_DOC = {"pattern": _TEXT_PATTERN}
+
+
 class IncidentIn(_Strict):
     service: ServiceName
-    log: Annotated[str, Field(min_length=1)]
+    log: Annotated[str, Field(min_length=1, json_schema_extra=_TEXT_DOC)]
     severity: Severity | None = None
-    title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    labels: Annotated[dict[str, Annotated[str, Field(max_length=500)]], Field(max_length=50)] = Field(
-        default_factory=dict
-    )
+    title: Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_TEXT_DOC)] | None = None
+    labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=500)]],
+        Field(max_length=50, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY.pattern}}),
+    ] = Field(default_factory=dict)
 
     @field_validator("log", "title")
     @classmethod
@@ -52,6 +59,10 @@ class IncidentIn(_Strict):
 
 class BatchIn(_Strict):
     incidents: Annotated[list[IncidentIn], Field(min_length=1)]
+
+
+class BatchOut(BaseModel):
+    results: list[IncidentResult]
 
 
 class CommentIn(_Strict):
@@ -147,3 +158,31 @@ class RunbookSummary(BaseModel):
 
 class RunbookList(BaseModel):
     runbooks: list[RunbookSummary]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code": ..., "message": ...}}``."""
+
+    error: ErrorDetail
+
+
+def _err(description: str) -> dict[str, object]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Documented on every /v1 route so the OpenAPI schema lists every status a client can see.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: _err("malformed request (e.g. invalid JSON)"),
+    401: _err("missing or invalid X-API-Key"),
+    404: _err("unknown id (also another tenant's id)"),
+    409: _err("idempotency or concurrency conflict"),
+    413: _err("request body too large"),
+    422: _err("the request breaks the schema"),
+    429: _err("rate limited; see Retry-After"),
+    503: _err("a backing service is down and the request could not even be queued; safe to retry"),
+}

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from incident_responder.api.deps import ServicesDep, TenantDep
-from incident_responder.api.schemas import BatchIn, IncidentIn
+from incident_responder.api.schemas import ERROR_RESPONSES, BatchIn, BatchOut, IncidentIn
 from incident_responder.errors import InvalidInput
 from incident_responder.models import IncidentResult
 
-router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=ERROR_RESPONSES)
 
 
 def _status_code(result: IncidentResult) -> int:
@@ -25,13 +25,19 @@ def _check_lengths(services: ServicesDep, incidents: list[IncidentIn]) -> None:
             raise InvalidInput(f"{where}: must be at most {limit} characters")
 
 
-@router.post("", status_code=201, response_model=IncidentResult)
+_OUTCOMES: dict[int | str, dict[str, object]] = {
+    200: {"model": IncidentResult, "description": "existing or regression: joined a ticket"},
+    202: {"model": IncidentResult, "description": "queued: a backend is down; stored durably, applied later"},
+}
+
+
+@router.post("", status_code=201, response_model=IncidentResult, responses=_OUTCOMES)
 async def report_incident(
     body: IncidentIn,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
     _check_lengths(services, [body])
 
@@ -45,13 +51,13 @@ async def report_incident(
     return JSONResponse(payload, status_code=status)
 
 
-@router.post("/batch", status_code=200)
+@router.post("/batch", status_code=200, response_model=BatchOut)
 async def report_batch(
     body: BatchIn,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
     if len(body.incidents) > services.settings.max_batch:
         raise InvalidInput(f"incidents: at most {services.settings.max_batch} per batch")

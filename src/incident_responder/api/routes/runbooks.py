@@ -7,14 +7,18 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse, Response
 
 from incident_responder.api.deps import ServicesDep, TenantDep
-from incident_responder.api.schemas import RunbookIn, RunbookList, RunbookOut, RunbookSummary
+from incident_responder.api.schemas import ERROR_RESPONSES, RunbookIn, RunbookList, RunbookOut, RunbookSummary
 from incident_responder.models import Runbook
 
-router = APIRouter(prefix="/v1/runbooks", tags=["runbooks"])
+router = APIRouter(prefix="/v1/runbooks", tags=["runbooks"], responses=ERROR_RESPONSES)
 RunbookId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
 
 
-@router.put("/{runbook_id}", response_model=RunbookOut)
+@router.put(
+    "/{runbook_id}",
+    response_model=RunbookOut,
+    responses={201: {"model": RunbookOut, "description": "created"}},
+)
 async def put_runbook(
     runbook_id: RunbookId, body: RunbookIn, services: ServicesDep, tenant: TenantDep
 ) -> JSONResponse:

@@ -6,9 +6,16 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 
 from incident_responder.api.deps import ServicesDep, TenantDep
-from incident_responder.api.schemas import CommentIn, ResolveIn, ServiceName, TicketOut, TicketPage
+from incident_responder.api.schemas import (
+    ERROR_RESPONSES,
+    CommentIn,
+    ResolveIn,
+    ServiceName,
+    TicketOut,
+    TicketPage,
+)
 
-router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=TicketPage)
@@ -18,7 +25,7 @@ async def list_tickets(
     status: Literal["open", "resolved"] | None = None,
     service: Annotated[ServiceName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")] = None,
 ) -> TicketPage:
     tickets, next_cursor = await anyio.to_thread.run_sync(
         lambda: services.tickets.page(tenant, status=status, service=service, limit=limit, cursor=cursor)
