@@ -204,3 +204,44 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    port = _free_port()
+    data = tmp_path / "data"
+    proc = _start_server(data, port)
+    headers = {"X-API-Key": "acme-key-123"}
+
+    def post(i: int) -> dict[str, str] | None:
+        try:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/incidents",
+                json={"service": f"s{i % 3}", "log": f"distinct failure {i} in component c{i}"},
+                headers=headers,
+                timeout=30,
+            )
+        except httpx.HTTPError:
+            return None  # not accepted: the server had stopped listening
+        assert r.status_code in (200, 201), r.text  # never half-applied, never a 5xx
+        return dict(r.json())
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(post, i) for i in range(48)]
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert proc.wait(timeout=60) == 0
+    acked = [r for r in results if r is not None]
+    assert acked, "some requests were in flight when SIGTERM arrived"
+
+    proc = _start_server(data, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as http:
+            for result in acked:
+                assert http.get(f"/v1/incidents/{result['incident_id']}").json() == result
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
