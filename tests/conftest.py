@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
     from incident_responder.container import Services
 
+# Real S3 servers (moto, SeaweedFS) and vector servers (pgvector, fake Pinecone), started on demand.
+pytest_plugins = ["tests.s3_servers", "tests.vector_servers"]
+
 KEYS = "acme:acme-key-123,globex:globex-key-456"
 ACME = {"X-API-Key": "acme-key-123"}
 GLOBEX = {"X-API-Key": "globex-key-456"}

@@ -17,8 +17,6 @@ from incident_responder.ports import ObjectStore
 if TYPE_CHECKING:
     from tests.s3_servers import S3Server
 
-pytest_plugins = ["tests.s3_servers"]
-
 
 @pytest.fixture(params=["local", "s3-moto", "s3-seaweedfs"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:

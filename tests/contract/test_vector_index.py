@@ -16,8 +16,6 @@ import pytest
 from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
 from incident_responder.ports import VectorFilter, VectorIndex, VectorPoint
 
-pytest_plugins = ["tests.vector_servers"]
-
 DIM = 8
 
 

@@ -25,8 +25,6 @@ from incident_responder.errors import (
 if TYPE_CHECKING:
     from tests.s3_servers import S3Server
 
-pytest_plugins = ["tests.s3_servers"]
-
 
 @pytest.fixture(params=["moto_s3", "seaweedfs_s3"], ids=["moto", "seaweedfs"])
 def server(request: pytest.FixtureRequest) -> S3Server:

@@ -20,8 +20,6 @@ from incident_responder.errors import BackendError, BackendUnavailable
 from incident_responder.ports import VectorFilter, VectorPoint
 from tests.pinecone_fake import FakePinecone
 
-pytest_plugins = ["tests.vector_servers"]
-
 PG_DIM = 32
 ROWS, MATCHING, QUERIES, TOP = 5_000, 50, 20, 5
 

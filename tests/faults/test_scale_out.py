@@ -1,0 +1,132 @@
+"""1,000 concurrent identical incidents across 4 server processes that share Redis,
+an S3 server (moto) and a pgvector index: exactly one ticket with 1,000 occurrences."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.s3_servers import S3Server, free_port
+
+KEY = {"X-API-Key": "acme-key-123"}
+REPORTS = 1000
+PROCESSES = 4
+
+
+def _log(i: int) -> str:
+    return (
+        f"2026-11-20T10:{i % 60:02d}:{i % 59:02d}Z ERROR checkout[{4000 + i}]: "
+        f"payment provider timed out after {100 + i}ms (order {900000 + i})"
+    )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list[int]]:
+    with redis.Redis.from_url("redis://127.0.0.1:6379/0") as client:
+        client.ping()
+    run = uuid.uuid4().hex[:10]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "IR_API_KEYS": "acme:acme-key-123",
+        "IR_LOG_LEVEL": "warning",
+        "IR_TICKETS__KIND": "s3",
+        "IR_TICKETS__BUCKET": moto_s3.bucket,
+        "IR_TICKETS__PREFIX": f"scale-{run}",
+        "IR_TICKETS__ENDPOINT_URL": moto_s3.endpoint_url,
+        "IR_TICKETS__ACCESS_KEY_ID": moto_s3.access_key_id,
+        "IR_TICKETS__SECRET_ACCESS_KEY": moto_s3.secret_access_key,
+        "IR_VECTOR__KIND": "pgvector",
+        "IR_VECTOR__DSN": pgvector_dsn,
+        "IR_VECTOR__TABLE": f"scale_{run}",
+        "IR_REDIS__URL": "redis://127.0.0.1:6379/0",
+        "IR_RATE_LIMIT__PER_KEY": "",
+        "IR_RATE_LIMIT__PER_TENANT": "",
+    }
+    ports = [free_port() for _ in range(PROCESSES)]
+    logs = [open(tmp_path / f"r{n}.log", "wb") for n in range(PROCESSES)]  # noqa: SIM115 - closed below
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "incident_responder",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / f"r{n}"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=logs[n],
+        )
+        for n, port in enumerate(ports)
+    ]
+    try:
+        deadline = time.time() + 180
+        for port, proc in zip(ports, procs, strict=True):
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((tmp_path / f"r{ports.index(port)}.log").read_text()[-2000:])
+                time.sleep(0.3)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        for fh in logs:
+            fh.close()
+
+
+@pytest.mark.slow
+def test_thousand_identical_incidents_across_four_processes(fleet: list[int]) -> None:
+    async def storm() -> list[httpx.Response]:
+        clients = [
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", headers=KEY, timeout=120) for p in fleet
+        ]
+        gate = asyncio.Semaphore(64)
+
+        async def one(i: int) -> httpx.Response:
+            async with gate:
+                return await clients[i % len(clients)].post(
+                    "/v1/incidents", json={"service": "checkout", "log": _log(i)}
+                )
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(REPORTS)))
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    started = time.perf_counter()
+    replies = asyncio.run(storm())
+    seconds = time.perf_counter() - started
+    codes = Counter(r.status_code for r in replies)
+    tickets = {r.json()["ticket_id"] for r in replies}
+    print(
+        f"\n{REPORTS} reports, {PROCESSES} processes: {seconds:.1f}s, {dict(codes)}, tickets={len(tickets)}"
+    )
+    assert codes == Counter({201: 1, 200: REPORTS - 1})
+    assert len(tickets) == 1
+    ticket = httpx.get(
+        f"http://127.0.0.1:{fleet[0]}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10
+    ).json()
+    assert ticket["occurrences"] == REPORTS
