@@ -27,8 +27,8 @@ run: setup
 	$(BIN)/incident-responder serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 lint: setup
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff format --check src tests scripts bench
 
 typecheck: setup
 	$(BIN)/mypy

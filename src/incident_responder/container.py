@@ -15,6 +15,8 @@ from incident_responder.backends import Backends, build_backends
 from incident_responder.errors import BackendUnavailable
 from incident_responder.metrics import Metrics
 from incident_responder.pipeline.analyze import Analyzer
+from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.caching import CachedEmbedder, LruCache
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
 from incident_responder.pipeline.responder import KeyedLocks, Responder
@@ -182,13 +184,27 @@ def build_services(
         library_factory=lambda: _library(settings),
         top_k=settings.retrieval.top_k,
     )
+    perf = settings.performance
+    model: Embedder = backends.embedder
+    known: LruCache[tuple[str, str, str], str] | None = None
+    batcher = None
+    if not perf.naive:
+        if perf.embedding_cache_size:
+            model = CachedEmbedder(
+                model, LruCache(perf.embedding_cache_size, metrics.cache_counter("embedding"))
+            )
+        if perf.fingerprint_cache_size:
+            known = LruCache(perf.fingerprint_cache_size, metrics.cache_counter("fingerprint"))
+        batcher = MicroBatcher(model, max_wait=perf.batch_max_wait_ms / 1000, max_batch=perf.batch_max_size)
     responder = Responder(
         normalizer=LogNormalizer(),
-        embedder=backends.embedder,
+        embedder=model,
         analyzer=Analyzer(
             index=index,
             thresholds=thresholds_from(settings),
             search_limit=settings.dedup.search_limit,
+            fast_path=not perf.naive,
+            known=known,
         ),
         desk=desk,
         catalog=catalog,
@@ -198,6 +214,7 @@ def build_services(
         metrics=metrics,
         locks=locks,
         tracer=tracer,
+        batcher=batcher,
     )
     services = Services(
         settings=settings,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -77,6 +79,17 @@ class Metrics:
         self.llm_calls = Counter(
             "ir_llm_calls_total", "LLM calls that returned usage", registry=self.registry
         )
+
+        self.cache_lookups = Counter(
+            "ir_cache_lookups_total",
+            "Cache lookups by cache and result",
+            ["cache", "result"],
+            registry=self.registry,
+        )
+
+    def cache_counter(self, cache: str) -> Callable[[bool], None]:
+        hit, miss = self.cache_lookups.labels(cache, "hit"), self.cache_lookups.labels(cache, "miss")
+        return lambda found: (hit if found else miss).inc()
 
     def count_llm_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.llm_tokens.labels("in").inc(prompt_tokens)

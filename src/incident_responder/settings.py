@@ -171,6 +171,20 @@ class RedisSettings(BaseModel):
     )
 
 
+class PerformanceSettings(BaseModel):
+    naive: bool = Field(
+        False, description="turn off every cache, the fingerprint fast path and micro-batching"
+    )
+    embedding_cache_size: int = Field(
+        50_000, ge=0, description="texts whose embeddings are kept (LRU; 0 = off)"
+    )
+    fingerprint_cache_size: int = Field(
+        200_000, ge=0, description="known fingerprint -> ticket entries (0 = off)"
+    )
+    batch_max_wait_ms: float = Field(5.0, ge=0.0, le=100.0, description="longest wait to fill a model batch")
+    batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
+
+
 class TracingSettings(BaseModel):
     enabled: bool = Field(
         False,
@@ -214,6 +228,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
 
     @field_validator("api_keys")

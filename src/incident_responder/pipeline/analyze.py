@@ -1,30 +1,52 @@
 """Dedup: is this report the same incident as an earlier one of its tenant+service?
 
 Three tiers, cheapest first: the exact fingerprint of the normalized template (a
-payload lookup, no ranking), then the nearest earlier reports by embedding, judged
-by template likeness and cosine similarity (``matching.choose_match``).
+payload lookup, no ranking, cached), then the nearest earlier reports by embedding,
+judged by template likeness and cosine similarity (``matching.choose_match``).
 """
 
 from __future__ import annotations
 
+from incident_responder.pipeline.caching import LruCache
 from incident_responder.pipeline.matching import Candidate, MatchDecision, MatchThresholds, choose_match
 from incident_responder.pipeline.normalize import NormalizedLog
 from incident_responder.ports import Vector, VectorFilter, VectorIndex
 
 
 class Analyzer:
-    def __init__(self, *, index: VectorIndex, thresholds: MatchThresholds, search_limit: int) -> None:
+    def __init__(
+        self,
+        *,
+        index: VectorIndex,
+        thresholds: MatchThresholds,
+        search_limit: int,
+        fast_path: bool = True,
+        known: LruCache[tuple[str, str, str], str] | None = None,
+    ) -> None:
         self._index = index
         self._thresholds = thresholds
         self._search_limit = search_limit
+        self._fast_path = fast_path
+        # A fingerprint, once indexed under a ticket, stays with it: positive answers are cached.
+        self._known = known
 
     def by_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
         """The ticket already holding a report with this exact fingerprint, if any."""
+        if not self._fast_path:
+            return None
+        key = (tenant, service, fingerprint)
+        if self._known is not None and (cached := self._known.get(key)) is not None:
+            return cached
         where = VectorFilter(
             {"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint}
         )
         hits = self._index.find(where, limit=1)
-        return str(hits[0].payload["ticket_id"]) if hits else None
+        if not hits:
+            return None
+        ticket_id = str(hits[0].payload["ticket_id"])
+        if self._known is not None:
+            self._known.put(key, ticket_id)
+        return ticket_id
 
     def decide(self, tenant: str, service: str, norm: NormalizedLog, vector: Vector | None) -> MatchDecision:
         ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)

@@ -24,6 +24,7 @@ from incident_responder.metrics import Metrics
 from incident_responder.models import IncidentReport, IncidentResult, Match, RunbookHit
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer
+from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
@@ -93,6 +94,7 @@ class Responder:
         metrics: Metrics,
         locks: LockProvider | None = None,
         tracer: Tracer | None = None,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -105,6 +107,7 @@ class Responder:
         self._metrics = metrics
         self._locks: LockProvider = locks or KeyedLocks()
         self._tracer = tracer
+        self._batcher = batcher
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -113,6 +116,16 @@ class Responder:
                 return await anyio.to_thread.run_sync(fn)
         finally:
             self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
+
+    async def _embed(self, texts: list[str]) -> Vector:
+        if self._batcher is None:
+            return await self._run("embed", lambda: self._embedder.embed(texts))
+        started = time.perf_counter()
+        with stage_span(self._tracer, "embed"):
+            try:
+                return await self._batcher.embed(texts)
+            finally:
+                self._metrics.stage_seconds.labels("embed").observe(time.perf_counter() - started)
 
     async def handle(self, tenant: str, report: IncidentReport) -> IncidentResult:
         return (await self.handle_batch(tenant, [report]))[0]
@@ -136,7 +149,7 @@ class Responder:
         texts = sorted({n.embed_text for n, k in zip(norms, known, strict=True) if k is None})
         vectors: dict[str, Vector] = {}
         if texts:
-            embedded = await self._run("embed", lambda: self._embedder.embed(texts))
+            embedded = await self._embed(texts)
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
         results = []
         for report, norm in zip(reports, norms, strict=True):

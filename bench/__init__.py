@@ -1,0 +1,1 @@
+"""The incident-responder benchmark (see bench/README.md)."""

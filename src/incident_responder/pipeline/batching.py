@@ -1,0 +1,62 @@
+"""Dynamic micro-batching: concurrent requests' texts reach the model as one batch.
+
+The first caller opens a batch and waits at most ``max_wait`` seconds for others
+(or until ``max_batch`` texts); then the whole batch is embedded in one model call
+in a worker thread. One model call of 16 texts costs far less than 16 calls of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+
+from incident_responder.ports import Embedder, Vector
+
+
+class MicroBatcher:
+    def __init__(self, embedder: Embedder, *, max_wait: float = 0.005, max_batch: int = 64) -> None:
+        self._embedder = embedder
+        self._max_wait = max_wait
+        self._max_batch = max_batch
+        self._pending: list[tuple[str, asyncio.Future[Vector]]] = []
+        self._full = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if len(texts) >= self._max_batch:  # already a batch: no reason to wait
+            return await anyio.to_thread.run_sync(self._embedder.embed, list(texts))
+        loop = asyncio.get_running_loop()
+        futures = []
+        for text in texts:
+            future: asyncio.Future[Vector] = loop.create_future()
+            self._pending.append((text, future))
+            futures.append(future)
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+        vectors = await asyncio.gather(*futures)
+        return np.stack(vectors) if vectors else np.zeros((0, self._embedder.dim), dtype=np.float32)
+
+    async def _flush_soon(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), timeout=self._max_wait)
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            self._full.clear()
+            texts = [t for t, _ in batch]
+            try:
+                vectors = await anyio.to_thread.run_sync(self._embedder.embed, texts)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for i, (_, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(vectors[i])
