@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from incident_responder.api.app import create_app
+from incident_responder.container import Services
+from incident_responder.settings import Settings
 from tests.conftest import ACME, GLOBEX
 from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log, disk_log, tls_log
 
@@ -127,3 +131,24 @@ async def test_concurrent_requests_with_one_key_apply_once(client: httpx.AsyncCl
     assert len({json.dumps(r.json(), sort_keys=True) for r in replies}) == 1
     tickets = (await client.get("/v1/tickets", headers=ACME)).json()["tickets"]
     assert len(tickets) == 1 and tickets[0]["occurrences"] == 1
+
+
+async def test_naive_mode_gives_the_same_outcomes(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(performance={"naive": True})
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        first = (
+            await http.post("/v1/incidents", json={"service": "a", "log": db_log(1)}, headers=ACME)
+        ).json()
+        again = (
+            await http.post("/v1/incidents", json={"service": "a", "log": db_log(2)}, headers=ACME)
+        ).json()
+        other = (
+            await http.post("/v1/incidents", json={"service": "a", "log": disk_log(1)}, headers=ACME)
+        ).json()
+    assert first["status"] == "new" and other["status"] == "new"
+    # Without the fingerprint fast path the same template is found by search instead.
+    assert again["status"] == "existing" and again["ticket_id"] == first["ticket_id"]
+    assert again["match"]["method"] in ("template", "semantic")

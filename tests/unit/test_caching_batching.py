@@ -1,0 +1,87 @@
+"""Caches and the micro-batcher, with a counting embedder (a port implementation, not a patch)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.caching import CachedEmbedder, LruCache
+
+
+class CountingEmbedder:
+    """Deterministic 4-d vectors from the text's hash; records every batch it gets."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return 4
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        with self._lock:
+            self.batches.append(list(texts))
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(4).astype(np.float32) for t in texts]
+        return np.stack([r / np.linalg.norm(r) for r in rows]) if rows else np.zeros((0, 4), np.float32)
+
+
+def test_lru_evicts_least_recently_used_and_counts() -> None:
+    seen: list[bool] = []
+    cache: LruCache[str, int] = LruCache(2, on_lookup=seen.append)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)  # evicts b
+    assert cache.get("b") is None and cache.get("c") == 3 and len(cache) == 2
+    assert seen == [True, False, True]
+
+
+def test_cached_embedder_embeds_each_text_once() -> None:
+    inner = CountingEmbedder()
+    cached = CachedEmbedder(inner, LruCache(100))
+    first = cached.embed(["x", "y", "x"])
+    second = cached.embed(["y", "z"])
+    assert inner.batches == [["x", "y"], ["z"]]
+    assert np.allclose(first[0], first[2]) and np.allclose(first[1], second[0])
+    assert cached.embed([]).shape == (0, 4)
+
+
+async def test_concurrent_callers_share_one_model_call() -> None:
+    inner = CountingEmbedder()
+    batcher = MicroBatcher(inner, max_wait=0.05, max_batch=64)
+    results = await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(10)))
+    assert len(inner.batches) == 1 and sorted(inner.batches[0]) == sorted(f"t{i}" for i in range(10))
+    direct = inner.embed([f"t{i}" for i in range(10)])
+    for i, r in enumerate(results):
+        assert r.shape == (1, 4) and np.allclose(r[0], direct[i])
+
+
+async def test_full_batches_do_not_wait_and_big_requests_go_straight_through() -> None:
+    inner = CountingEmbedder()
+    batcher = MicroBatcher(inner, max_wait=5.0, max_batch=4)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(batcher.embed([f"u{i}"]) for i in range(8)))
+    assert loop.time() - started < 1.0, "a full batch must flush at once, not after max_wait"
+    assert [len(b) for b in inner.batches] == [4, 4]
+    await batcher.embed([f"v{i}" for i in range(4)])
+    assert inner.batches[-1] == [f"v{i}" for i in range(4)]
+
+
+async def test_a_failing_model_call_fails_its_callers_only() -> None:
+    class Broken(CountingEmbedder):
+        def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            raise RuntimeError("model crashed")
+
+    batcher = MicroBatcher(Broken(), max_wait=0.01)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        await batcher.embed(["a"])
+    ok = MicroBatcher(CountingEmbedder(), max_wait=0.01)
+    assert (await ok.embed(["a"])).shape == (1, 4)
