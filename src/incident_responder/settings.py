@@ -163,7 +163,7 @@ class RateLimitSettings(BaseModel):
 class RedisSettings(BaseModel):
     url: SecretStr = Field(
         SecretStr(""),
-        description="redis://host:6379/0: shared locks, idempotency, rate limits, caches ('' = none)",
+        description="redis://host:6379/0: shared locks, idempotency records, rate limits ('' = none)",
     )
     timeout: float = Field(2.0, gt=0.0, le=60.0, description="seconds per Redis call")
     lock_timeout: float = Field(
