@@ -16,6 +16,7 @@ Use :func:`embedding_text` for the string to embed for a chunk (``f"{title}\\n{h
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from incident_responder.models import Runbook, RunbookChunk
 
@@ -58,9 +59,8 @@ def _front_matter_title(front: str) -> str | None:
     return title or None
 
 
-def runbook_title(content: str, fallback: str) -> str:
-    """First ``#`` heading after the front matter, else the front matter ``title``, else ``fallback``."""
-    front, body = split_front_matter(content)
+def _headings(body: str) -> Iterator[tuple[str, re.Match[str] | None]]:
+    """Every line with its heading match; lines in fenced code blocks never match."""
     fence: str | None = None
     for line in body.splitlines():
         fence_match = _FENCE_RE.match(line)
@@ -70,10 +70,15 @@ def runbook_title(content: str, fallback: str) -> str:
                 fence = marker
             elif marker[0] == fence[0] and len(marker) >= len(fence):
                 fence = None
-            continue
-        if fence is not None:
-            continue
-        match = _HEADING_RE.match(line)
+            yield line, None
+        else:
+            yield line, _HEADING_RE.match(line) if fence is None else None
+
+
+def runbook_title(content: str, fallback: str) -> str:
+    """First ``#`` heading after the front matter, else the front matter ``title``, else ``fallback``."""
+    front, body = split_front_matter(content)
+    for _, match in _headings(body):
         if match and len(match.group(1)) == 1:
             title = _heading_text(match.group(2))
             if title:
@@ -119,27 +124,17 @@ def chunk_runbook(runbook: Runbook, *, max_chars: int = DEFAULT_MAX_CHARS) -> li
     path: list[tuple[int, str]] = []
     current_heading = runbook.title.strip()
     current_lines: list[str] = []
-    fence: str | None = None
-    for line in body.splitlines():
-        fence_match = _FENCE_RE.match(line)
-        if fence_match:
-            marker = fence_match.group(1)
-            if fence is None:
-                fence = marker
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
-        elif fence is None:
-            match = _HEADING_RE.match(line)
-            if match:
-                sections.append((current_heading, current_lines))
-                level = len(match.group(1))
-                title = _heading_text(match.group(2))
-                path = [(lvl, name) for lvl, name in path if lvl < level]
-                if title:
-                    path.append((level, title))
-                current_heading = HEADING_SEPARATOR.join(name for _, name in path) or runbook.title.strip()
-                current_lines = []
-                continue
+    for line, match in _headings(body):
+        if match:
+            sections.append((current_heading, current_lines))
+            level = len(match.group(1))
+            title = _heading_text(match.group(2))
+            path = [(lvl, name) for lvl, name in path if lvl < level]
+            if title:
+                path.append((level, title))
+            current_heading = HEADING_SEPARATOR.join(name for _, name in path) or runbook.title.strip()
+            current_lines = []
+            continue
         current_lines.append(line)
     sections.append((current_heading, current_lines))
 
