@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 import structlog
 from fastapi import FastAPI, Request, Response
 from opentelemetry.sdk.trace import TracerProvider
@@ -38,7 +39,7 @@ async def _replay_forever(app: FastAPI, interval: float) -> None:
         if services is None or any(g.breaker.state == "open" for g in services.guards):
             continue
         try:
-            if services.metrics.dlq_depth._value.get() > 0 or services.dead_letters.depth() > 0:
+            if await anyio.to_thread.run_sync(services.dead_letters.depth) > 0:
                 applied, waiting = await services.replay_dead_letters()
                 if applied:
                     log.info("dlq.replayed", applied=applied, waiting=waiting)

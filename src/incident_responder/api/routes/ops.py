@@ -32,7 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
             "model": "loaded",
             "backends": checks,
             "circuits": circuits,
-            "dead_letters": int(services.metrics.dlq_depth._value.get()),
+            "dead_letters": await anyio.to_thread.run_sync(services.dead_letters.depth),
         }
     )
 
