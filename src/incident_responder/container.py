@@ -189,7 +189,17 @@ def build_services(
     known: LruCache[tuple[str, str, str], str] | None = None
     batcher = None
     if not perf.naive:
-        if perf.embedding_cache_size:
+        if redis_client is not None:  # shared by every replica
+            from incident_responder.backends.redis.coordination import RedisVectorCache
+
+            shared = RedisVectorCache(
+                redis_client,
+                dim=model.dim,
+                ttl_seconds=7 * 24 * 3600,
+                on_lookup=metrics.cache_counter("embedding"),
+            )
+            model = CachedEmbedder(model, shared)
+        elif perf.embedding_cache_size:
             model = CachedEmbedder(
                 model, LruCache(perf.embedding_cache_size, metrics.cache_counter("embedding"))
             )

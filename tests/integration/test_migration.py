@@ -12,6 +12,7 @@ from incident_responder.migration import copy_objects, reindex
 from incident_responder.models import IncidentReport, Runbook
 from incident_responder.settings import Settings
 from tests.helpers import DB_RUNBOOK, db_log, disk_log
+from tests.s3_servers import S3Server
 
 
 def test_copy_objects_copies_everything_once(tmp_path: Path) -> None:
@@ -47,3 +48,15 @@ async def test_reindex_rebuilds_a_lost_index(
     again = await rebuilt.responder.handle("acme", IncidentReport(service="api", log=db_log(2)))
     assert again.status == "existing" and again.ticket_id == first.ticket_id
     assert [h.id for h in rebuilt.catalog.search("acme", db_log(3))] == ["db-refused"]
+
+
+def test_copy_local_to_s3_server(tmp_path: Path, moto_s3: S3Server) -> None:
+    source = LocalObjectStore(tmp_path / "local")
+    keys = [f"acme/tickets/tkt_{i:03d}.json" for i in range(25)] + ["globex/incidents/inc_1.json"]
+    for k in keys:
+        source.put(k, k.encode())
+    with moto_s3.store() as target:
+        report = copy_objects(source, target)
+        assert (report.tenants, report.copied) == (2, 26)
+        assert target.list_keys("acme/tickets/") == sorted(k for k in keys if k.startswith("acme"))
+        assert copy_objects(source, target).unchanged == 26

@@ -141,3 +141,25 @@ async def test_redis_down_queues_instead_of_losing(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         r = await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
         assert r.status_code == 202 and r.json()["status"] == "queued"
+
+
+def test_embedding_cache_is_shared_and_never_fails(db_url: str) -> None:
+    import numpy as np
+
+    from incident_responder.backends.redis.coordination import RedisVectorCache
+
+    seen: list[bool] = []
+    with redis.Redis.from_url(db_url) as client:
+        one = RedisVectorCache(
+            client, dim=4, ttl_seconds=60, prefix=f"ir:t:{uuid.uuid4().hex}:", on_lookup=seen.append
+        )
+        two = RedisVectorCache(client, dim=4, ttl_seconds=60, prefix=one._prefix)
+        vec = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+        assert one.get("text") is None
+        one.put("text", vec)
+        assert np.array_equal(two.get("text"), vec)  # another replica sees it
+        assert seen == [False]
+    with redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2) as down:
+        broken = RedisVectorCache(down, dim=4, ttl_seconds=60)
+        broken.put("text", vec)  # a cache outage is a miss, never an error
+        assert broken.get("text") is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -54,10 +54,18 @@ class LruCache(Generic[K, V]):
         return len(self._data)
 
 
-class CachedEmbedder:
-    """An Embedder that embeds each distinct text once (LRU)."""
+class VectorCache(Protocol):
+    """Where embeddings are remembered: in process (LruCache) or shared (Redis)."""
 
-    def __init__(self, inner: Embedder, cache: LruCache[str, Vector]) -> None:
+    def get(self, key: str) -> Vector | None: ...
+
+    def put(self, key: str, value: Vector) -> None: ...
+
+
+class CachedEmbedder:
+    """An Embedder that embeds each distinct text once."""
+
+    def __init__(self, inner: Embedder, cache: VectorCache) -> None:
         self._inner = inner
         self._cache = cache
 

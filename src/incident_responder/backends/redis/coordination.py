@@ -8,12 +8,14 @@ expires by itself (``timeout``) if its holder dies.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 import redis
 import structlog
 from redis.exceptions import LockError, RedisError
@@ -21,6 +23,7 @@ from redis.exceptions import LockError, RedisError
 from incident_responder.errors import BackendUnavailable
 from incident_responder.models import IdempotencyRecord
 from incident_responder.pipeline.responder import KeyedLocks
+from incident_responder.ports import Vector
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +99,46 @@ class RedisIdempotencyRepository:
             self._client.set(self._key(tenant, key), record.model_dump_json(), ex=self._ttl)
         except RedisError as exc:
             raise BackendUnavailable(f"redis set failed: {type(exc).__name__}") from exc
+
+
+class RedisVectorCache:
+    """Embeddings shared by every replica, keyed by a hash of the text, with a TTL.
+
+    Failures degrade to a miss: a cache must never fail a request.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        dim: int,
+        ttl_seconds: int,
+        prefix: str = "ir:emb:",
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._dim = dim
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+        self._on_lookup = on_lookup
+
+    def get(self, key: str) -> Vector | None:
+        try:
+            raw: Any = self._client.get(_name(self._prefix, (key,)))
+        except RedisError:
+            raw = None
+        value = None
+        if isinstance(raw, bytes) and len(raw) == 4 * self._dim:
+            value = np.frombuffer(raw, dtype=np.float32).copy()
+        if self._on_lookup is not None:
+            self._on_lookup(value is not None)
+        return value
+
+    def put(self, key: str, value: Vector) -> None:
+        with contextlib.suppress(RedisError):
+            self._client.set(
+                _name(self._prefix, (key,)), np.asarray(value, dtype=np.float32).tobytes(), ex=self._ttl
+            )
 
 
 def make_client(url: str, *, timeout: float) -> redis.Redis:
