@@ -13,7 +13,7 @@ from opentelemetry.trace import Tracer
 
 from incident_responder.backends import Backends, build_backends
 from incident_responder.errors import BackendUnavailable
-from incident_responder.metrics import Metrics
+from incident_responder.metrics import Metrics, metrics_for
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.caching import CachedEmbedder, LruCache
@@ -127,7 +127,7 @@ def build_services(
     tracer: Tracer | None = None,
 ) -> Services:
     """Open backends (unless given), preload runbooks and repair interrupted writes (blocking)."""
-    metrics = metrics or Metrics()
+    metrics = metrics or metrics_for(settings)
     backends = backends or build_backends(settings, embedder=embedder, metrics=metrics)
     r = settings.reliability
     retry = RetryPolicy(

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from incident_responder.settings import Settings
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, tenant_label: bool = False, llm_price_per_million: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # A tenant label multiplies series by tenants: off unless the operator asks for it.
+        self._tenant_label = tenant_label
+        self._llm_prices = llm_price_per_million
         self.incidents = Counter(
-            "ir_incidents_total", "Incident reports processed, by outcome", ["status"], registry=self.registry
+            "ir_incidents_total",
+            "Incident reports processed, by outcome and service",
+            ["status", "service", "tenant"] if tenant_label else ["status", "service"],
+            registry=self.registry,
         )
         self.match_methods = Counter(
             "ir_dedup_matches_total",
@@ -76,6 +88,11 @@ class Metrics:
             ["direction"],
             registry=self.registry,
         )
+        self.llm_cost = Counter(
+            "ir_llm_cost_usd_total",
+            "Estimated LLM spend in USD (token counts x IR_PRICES__LLM_*)",
+            registry=self.registry,
+        )
         self.llm_calls = Counter(
             "ir_llm_calls_total", "LLM calls that returned usage", registry=self.registry
         )
@@ -91,10 +108,24 @@ class Metrics:
         hit, miss = self.cache_lookups.labels(cache, "hit"), self.cache_lookups.labels(cache, "miss")
         return lambda found: (hit if found else miss).inc()
 
+    def count_incident(self, status: str, service: str, tenant: str) -> None:
+        labels = (status, service, tenant) if self._tenant_label else (status, service)
+        self.incidents.labels(*labels).inc()
+
     def count_llm_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.llm_tokens.labels("in").inc(prompt_tokens)
         self.llm_tokens.labels("out").inc(completion_tokens)
         self.llm_calls.inc()
+        price_in, price_out = self._llm_prices
+        self.llm_cost.inc((prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def metrics_for(settings: Settings) -> Metrics:
+    prices = settings.prices
+    return Metrics(
+        tenant_label=settings.metrics.tenant_label,
+        llm_price_per_million=(prices.llm_input_per_million, prices.llm_output_per_million),
+    )

@@ -185,6 +185,10 @@ class PerformanceSettings(BaseModel):
     batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
 
 
+class MetricsSettings(BaseModel):
+    tenant_label: bool = Field(False, description="label ir_incidents_total by tenant too (more series)")
+
+
 class TracingSettings(BaseModel):
     enabled: bool = Field(
         False,
@@ -228,6 +232,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
 

@@ -133,5 +133,5 @@ async def test_operations_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/readyz")).status_code == 200
     await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
     text = (await client.get("/metrics")).text
-    assert 'ir_incidents_total{status="new"} 1.0' in text
+    assert 'ir_incidents_total{service="api",status="new"} 1.0' in text
     assert "ir_stage_seconds_bucket" in text

@@ -118,3 +118,14 @@ async def test_rate_limits_per_key_and_tenant(
         assert limited.json()["error"]["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
         assert (await http.get("/v1/runbooks", headers=GLOBEX)).status_code == 200  # other tenants unaffected
         assert "ir_rate_limited_total 3.0" in (await http.get("/metrics")).text
+
+
+async def test_tenant_label_only_when_asked(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(metrics={"tenant_label": True})
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+        text = (await http.get("/metrics")).text
+    assert 'ir_incidents_total{service="api",status="new",tenant="acme"} 1.0' in text

@@ -44,6 +44,8 @@ async def test_llm_recommendation_then_fallback_when_it_breaks(
         assert "Bearer sk-test-123" in fake.requests[0].headers["authorization"]
         metrics = (await http.get("/metrics")).text
         assert 'ir_llm_tokens_total{direction="in"} 100.0' in metrics
+        # 100 prompt + 20 completion tokens at the default gpt-4o-mini prices ($0.15 / $0.60 per 1M)
+        assert "ir_llm_cost_usd_total 2.7e-05" in metrics
 
         # The LLM fails twice (circuit opens), then is not called at all: the offline
         # recommender answers every time and nothing is lost.

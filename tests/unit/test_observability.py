@@ -292,10 +292,10 @@ def test_valid_request_id_bounds() -> None:
 
 def _metrics_text(*, vector: str = "pinecone", tickets: str = "s3", start: float | None = None) -> str:
     m = Metrics()
-    m.incidents.labels("new").inc(60)
-    m.incidents.labels("existing").inc(35)
-    m.incidents.labels("regression").inc(5)
-    m.incidents.labels("queued").inc(7)  # counted again as new/existing once replayed
+    m.incidents.labels("new", "api").inc(60)
+    m.incidents.labels("existing", "api").inc(35)
+    m.incidents.labels("regression", "api").inc(5)
+    m.incidents.labels("queued", "api").inc(7)  # counted again as new/existing once replayed
     m.count_llm_tokens(600_000, 400_000)
     m.count_llm_tokens(400_000, 600_000)
     m.backend_calls.labels(f"vector:{vector}", "search", "ok").inc(900)

@@ -23,7 +23,7 @@ from incident_responder.api.limits import BodySizeLimit
 from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
-from incident_responder.metrics import Metrics
+from incident_responder.metrics import Metrics, metrics_for
 from incident_responder.observability.request_ids import RequestIdMiddleware
 from incident_responder.observability.tracing import configure_tracing, get_tracer, instrument_app
 from incident_responder.settings import Settings
@@ -56,7 +56,7 @@ def create_app(
 ) -> FastAPI:
     """The app; with ``services`` it is ready at once, else they are built in the
     background at start-up while /healthz already answers and /readyz says 503."""
-    metrics = services.metrics if services is not None else Metrics()
+    metrics = services.metrics if services is not None else metrics_for(settings)
     t = settings.tracing
     provider = tracer_provider or configure_tracing(
         enabled=t.enabled, service_name=t.service_name, exporter=t.exporter

@@ -168,7 +168,7 @@ class Responder:
             error = exc.message
             await self._run("dlq", lambda: self._dead_letters.put(tenant, incident_id, report, error))
             self._metrics.dlq_events.labels("queued").inc()
-            self._metrics.incidents.labels("queued").inc()
+            self._metrics.count_incident("queued", report.service, tenant)
             log.warning(
                 "incident.queued",
                 tenant=tenant,
@@ -249,7 +249,7 @@ class Responder:
                     tenant, report, norm, incident_id, vector, decision.related_ticket_ids
                 )
             await self._run("store", lambda: self._incidents.put(tenant, result))
-        self._metrics.incidents.labels(result.status).inc()
+        self._metrics.count_incident(result.status, report.service, tenant)
         set_attributes(
             incident_id=incident_id,
             ticket_id=result.ticket_id,
