@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import structlog
 from typer.testing import CliRunner
 
 from incident_responder.cli import app
+from tests.s3_servers import S3Server
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "evalset"
 EXAMPLES = Path(__file__).parent.parent.parent / "examples" / "runbooks"
@@ -79,3 +82,29 @@ def test_costs_from_a_metrics_file(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["costs", "--file", str(metrics), "--window-seconds", "86400"])
     assert result.exit_code == 0, result.output
     assert "0.15" in result.output
+
+
+def test_migrate_local_to_s3(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, moto_s3: S3Server) -> None:
+    from incident_responder.backends.objects.local import LocalObjectStore
+
+    data = Path(os.environ["IR_DATA_DIR"])
+    local = LocalObjectStore(data / "objects")
+    local.put("acme/tickets/tkt_1.json", b"{}")
+    local.put("acme/runbooks/r.json", b"{}")
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
+    for name, value in {
+        "IR_TICKETS__KIND": "s3",
+        "IR_TICKETS__BUCKET": moto_s3.bucket,
+        "IR_TICKETS__PREFIX": prefix,
+        "IR_TICKETS__ENDPOINT_URL": moto_s3.endpoint_url,
+        "IR_TICKETS__ACCESS_KEY_ID": moto_s3.access_key_id,
+        "IR_TICKETS__SECRET_ACCESS_KEY": moto_s3.secret_access_key,
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["migrate", "--from", "local", "--to", "s3"])
+    assert result.exit_code == 0, result.output
+    assert "copied 2 objects (0 already there) for 1 tenants" in result.output
+    with moto_s3.store(prefix) as target:
+        assert target.list_keys("acme/tickets/") == ["acme/tickets/tkt_1.json"]
+    same = runner.invoke(app, ["migrate", "--from", "local", "--to", "local"])
+    assert same.exit_code != 0

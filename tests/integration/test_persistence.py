@@ -195,6 +195,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             for result in acked:
                 assert http.get(f"/v1/incidents/{result['incident_id']}").json() == result
                 assert http.get(f"/v1/tickets/{result['ticket_id']}").status_code == 200
+            print(f"\nkill -9 after {len(acked)} acknowledged reports: {len(acked)} found after restart")
             # The index still works and still deduplicates against pre-crash tickets.
             # (report 1 went to svc1 with a database log, and was acknowledged)
             again = http.post("/v1/incidents", json={"service": "svc1", "log": db_log(10_001)}).json()
