@@ -78,9 +78,7 @@ async def _assert_each_applied_once(rig: Rig, accepted: list[dict[str, Any]]) ->
     seen = Counter(c["incident_id"] for t in tickets for c in t["comments"] if c["incident_id"])
     assert set(seen) == ids and set(seen.values()) == {1}, "an accepted incident was lost or applied twice"
     assert sum(t["occurrences"] for t in tickets) == len(accepted)
-    print(
-        f"\nsent {len(accepted)} / acknowledged {len(accepted)} / found {len(seen)}; tickets expected 9 / found {len(tickets)}"
-    )
+    print(f"\nsent/acknowledged {len(accepted)}, found {len(seen)}; tickets expected 9, found {len(tickets)}")
     # And dedup still worked: 3 services x 3 kinds of incident.
     assert len(tickets) == 9
 
