@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,19 +37,62 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="serve without API keys")
     ] = False,
+    workers: Annotated[int | None, typer.Option(help="server processes (IR_WORKERS)")] = None,
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
 
     from incident_responder.api.app import create_app
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, insecure_no_auth=insecure_no_auth or None)
+    settings = _settings(
+        host=host, port=port, data_dir=data_dir, insecure_no_auth=insecure_no_auth or None, workers=workers
+    )
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal under the
     # handler that was installed before it; a no-op there makes a clean stop exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    if settings.workers > 1:
+        _serve_workers(
+            settings,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            insecure_no_auth=insecure_no_auth,
+            workers=workers,
+        )
+        return
     uvicorn.run(
         create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _serve_workers(settings: Settings, **given: Any) -> None:
+    """N worker processes on one socket; they share Redis and the stores, and /metrics
+    aggregates all of them through prometheus-client's multiprocess directory."""
+    import tempfile
+
+    import uvicorn
+
+    # The workers read their settings from the environment: pass the command-line ones on.
+    for name, value in given.items():
+        if value not in (None, False):
+            os.environ[f"IR_{name.upper()}"] = str(value)
+    metrics_dir = settings.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="ir-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # counts of an earlier run are not this run's
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run(
+        "incident_responder.api.app:app_from_environment",
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

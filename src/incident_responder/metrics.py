@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,9 +16,16 @@ _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 class Metrics:
     def __init__(
-        self, *, tenant_label: bool = False, llm_price_per_million: tuple[float, float] = (0.0, 0.0)
+        self,
+        *,
+        tenant_label: bool = False,
+        llm_price_per_million: tuple[float, float] = (0.0, 0.0),
+        multiprocess_dir: Path | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # With several workers (serve --workers N) every worker writes its values to
+        # files in this directory, and /metrics aggregates them all.
+        self._multiprocess_dir = multiprocess_dir
         # A tenant label multiplies series by tenants: off unless the operator asks for it.
         self._tenant_label = tenant_label
         self._llm_prices = llm_price_per_million
@@ -46,7 +54,12 @@ class Metrics:
             ["route", "code"],
             registry=self.registry,
         )
-        self.runbooks = Gauge("ir_runbooks_loaded", "Runbooks preloaded in memory", registry=self.registry)
+        self.runbooks = Gauge(
+            "ir_runbooks_loaded",
+            "Runbooks preloaded in memory",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self.reconciled = Counter(
             "ir_reconciled_total",
             "Interrupted ticket/vector writes repaired at start-up",
@@ -70,10 +83,17 @@ class Metrics:
             "ir_backend_retries_total", "Backend calls retried", ["backend"], registry=self.registry
         )
         self.breaker_state = Gauge(
-            "ir_circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["backend"], registry=self.registry
+            "ir_circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open",
+            ["backend"],
+            registry=self.registry,
+            multiprocess_mode="max",  # with several workers: the worst state any of them sees
         )
         self.dlq_depth = Gauge(
-            "ir_dlq_depth", "Reports waiting in the dead-letter queue", registry=self.registry
+            "ir_dlq_depth",
+            "Reports waiting in the dead-letter queue",
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.dlq_events = Counter(
             "ir_dlq_events_total", "Dead-letter queue events", ["event"], registry=self.registry
@@ -120,12 +140,19 @@ class Metrics:
         self.llm_cost.inc((prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
 
 
 def metrics_for(settings: Settings) -> Metrics:
     prices = settings.prices
     return Metrics(
+        multiprocess_dir=settings.prometheus_multiproc_dir,
         tenant_label=settings.metrics.tenant_label,
         llm_price_per_million=(prices.llm_input_per_million, prices.llm_output_per_million),
     )

@@ -233,6 +233,11 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    workers: int = Field(
+        1, ge=1, le=64, description="server processes (>1 needs Redis and a server vector index)"
+    )
+    # prometheus-client's own variable (set by `serve --workers N`), read here like every other.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
 
@@ -247,6 +252,14 @@ class Settings(BaseSettings):
         # Checked here so that every entry point (serve, tests, scripts) gets the same rule.
         if not self.api_keys.get_secret_value() and self.api_keys_file is None and not self.insecure_no_auth:
             raise ValueError("IR_API_KEYS (or IR_API_KEYS_FILE) is unset: set it or pass --insecure-no-auth")
+        if self.workers > 1 and not self.redis.url.get_secret_value():
+            raise ValueError(
+                "IR_WORKERS > 1 needs IR_REDIS__URL (locks and idempotency shared by the workers)"
+            )
+        if self.workers > 1 and self.vector.kind == "qdrant-edge":
+            raise ValueError(
+                "IR_WORKERS > 1 needs a server vector index (the embedded one is single-process)"
+            )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"IR_API_KEYS_FILE {self.api_keys_file} does not exist")
         return self

@@ -125,3 +125,13 @@ def create_app(
         instrument_app(app, provider)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as each worker of ``serve --workers N`` builds it (settings from the environment)."""
+    from incident_responder.logs import configure_logging
+    from incident_responder.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
