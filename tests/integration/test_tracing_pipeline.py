@@ -48,3 +48,5 @@ async def test_span_per_request_and_per_stage(
     attrs = {k: v for s in spans for k, v in (s.attributes or {}).items()}
     assert attrs.get("ir.status") == "new" and str(attrs.get("ir.ticket_id", "")).startswith("tkt_")
     assert attrs.get("ir.request_id") == "req-42"
+    assert by_name["ir.store"].attributes["ir.backend"] == "tickets:local"
+    assert by_name["ir.search"].attributes["ir.backend"] == "vector:qdrant-edge"

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from incident_responder.errors import IncidentResponderError
 from incident_responder.metrics import Metrics
 from incident_responder.models import Recommendation, RunbookChunk
+from incident_responder.observability.tracing import set_attributes
 from incident_responder.ports import (
     ObjectStore,
     Recommender,
@@ -54,6 +55,7 @@ class Guard:
     def __call__(self, operation: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
         outcome = "ok"
+        set_attributes(backend=self.backend)  # on the current stage span, if tracing is on
         try:
             return self.breaker.call(lambda: self._retry.run(fn, on_retry=self._count_retry))
         except IncidentResponderError as exc:
