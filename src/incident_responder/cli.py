@@ -330,6 +330,15 @@ def dlq_list(
     from incident_responder.reliability.dead_letters import SqliteDeadLetters
 
     settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    if settings.dead_letters.kind == "sqs":
+        # Receiving from SQS would hide the letters from the replaying replicas: count only.
+        from incident_responder.backends.redis.coordination import make_client
+        from incident_responder.container import build_dead_letters
+
+        client = make_client(settings.redis.url.get_secret_value(), timeout=settings.redis.timeout)
+        typer.echo(f"{build_dead_letters(settings, client).depth()} waiting in SQS")
+        client.close()
+        return
     letters = SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
     pending = letters.pending(limit)
     for letter in pending:

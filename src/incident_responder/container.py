@@ -23,8 +23,7 @@ from incident_responder.pipeline.responder import KeyedLocks, Responder
 from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import TicketDesk
-from incident_responder.ports import Embedder, IdempotencyStore, LockProvider
-from incident_responder.reliability.dead_letters import SqliteDeadLetters
+from incident_responder.ports import DeadLetterQueue, Embedder, IdempotencyStore, LockProvider
 from incident_responder.reliability.guarded import Guard, GuardedObjectStore, GuardedVectorIndex
 from incident_responder.reliability.retry import RetryPolicy
 from incident_responder.repositories import (
@@ -34,7 +33,7 @@ from incident_responder.repositories import (
     RunbookRepository,
     TicketRepository,
 )
-from incident_responder.settings import Settings
+from incident_responder.settings import LocalDeadLetterSettings, Settings, SqsDeadLetterSettings
 
 log = structlog.get_logger(__name__)
 _NIL_POINT = "00000000-0000-0000-0000-000000000000"
@@ -50,7 +49,7 @@ class Services:
     desk: TicketDesk
     catalog: RunbookCatalog
     responder: Responder
-    dead_letters: SqliteDeadLetters
+    dead_letters: DeadLetterQueue
     guards: list[Guard]
     idempotency: IdempotencyStore
     locks: LockProvider
@@ -118,6 +117,33 @@ def _library(settings: Settings) -> RunbookLibrary:
     return RunbookLibrary() if min_score is None else RunbookLibrary(min_score=min_score)
 
 
+def build_dead_letters(settings: Settings, redis_client: Any) -> DeadLetterQueue:
+    cfg = settings.dead_letters
+    match cfg:
+        case LocalDeadLetterSettings():
+            from incident_responder.reliability.dead_letters import SqliteDeadLetters
+
+            return SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
+        case SqsDeadLetterSettings():
+            import boto3  # type: ignore[import-untyped]
+
+            from incident_responder.backends.queues.sqs import SqsDeadLetters
+
+            client = boto3.session.Session().client(
+                "sqs",
+                endpoint_url=cfg.endpoint_url,
+                region_name=cfg.region,
+                aws_access_key_id=cfg.access_key_id.get_secret_value() or None,
+                aws_secret_access_key=cfg.secret_access_key.get_secret_value() or None,
+            )
+            return SqsDeadLetters(
+                client=client,
+                queue_url=cfg.queue_url,
+                index=redis_client,
+                visibility_timeout=cfg.visibility_timeout,
+            )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -148,7 +174,6 @@ def build_services(
     ]
     objects = GuardedObjectStore(backends.objects, guards[0])
     index = GuardedVectorIndex(backends.index, guards[1])
-    dead_letters = SqliteDeadLetters(settings.data_dir / "dead-letters.sqlite3")
     ttl = r.idempotency_ttl_hours * 3600
     redis_url = settings.redis.url.get_secret_value()
     locks: LockProvider
@@ -166,9 +191,11 @@ def build_services(
         closers.append(redis_client.close)
         locks = RedisLocks(redis_client, timeout=settings.redis.lock_timeout)
         idempotency = RedisIdempotencyRepository(redis_client, ttl)
+
     else:
         locks = KeyedLocks()
         idempotency = IdempotencyRepository(objects, ttl)
+    dead_letters = build_dead_letters(settings, redis_client)
     tickets = TicketRepository(objects)
     incidents = IncidentRepository(objects)
     desk = TicketDesk(

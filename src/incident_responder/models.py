@@ -129,3 +129,15 @@ class IdempotencyRecord(BaseModel):
     status_code: int
     body: dict[str, Any]
     created_at: datetime
+
+
+class DeadLetter(BaseModel):
+    """A report waiting in the dead-letter queue."""
+
+    incident_id: str
+    tenant: str
+    report: IncidentReport
+    enqueued_at: float
+    attempts: int = 0
+    last_error: str = ""
+    done: bool = False

@@ -14,7 +14,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from incident_responder.models import IdempotencyRecord, Recommendation, RunbookChunk
+from incident_responder.models import (
+    DeadLetter,
+    IdempotencyRecord,
+    IncidentReport,
+    Recommendation,
+    RunbookChunk,
+)
 
 Vector = npt.NDArray[np.float32]
 
@@ -146,6 +152,34 @@ class IdempotencyStore(Protocol):
 
     def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
         """Store the record (overwrites an expired one)."""
+        ...
+
+
+class DeadLetterQueue(Protocol):
+    """Reports accepted while a backend was down, kept durably until applied once."""
+
+    def put(self, tenant: str, incident_id: str, report: IncidentReport, error: str) -> None:
+        """Durably record a report; it is on durable storage when this returns."""
+        ...
+
+    def get(self, tenant: str, incident_id: str) -> DeadLetter | None:
+        """The letter for ``incident_id`` of ``tenant`` while it waits, else None."""
+        ...
+
+    def pending(self, limit: int = 100) -> list[DeadLetter]:
+        """Letters to replay now, oldest first (as far as the queue keeps order)."""
+        ...
+
+    def mark_done(self, incident_id: str) -> None:
+        """The letter was applied: never hand it out again."""
+        ...
+
+    def mark_failed(self, incident_id: str, error: str) -> None:
+        """The replay failed: keep the letter for a later attempt."""
+        ...
+
+    def depth(self) -> int:
+        """How many letters wait."""
         ...
 
 

@@ -171,6 +171,27 @@ class RedisSettings(BaseModel):
     )
 
 
+class LocalDeadLetterSettings(BaseModel):
+    """SQLite under the data dir (fsynced), one queue per replica."""
+
+    kind: Literal["local"] = "local"
+
+
+class SqsDeadLetterSettings(BaseModel):
+    kind: Literal["sqs"]
+    queue_url: str = Field(description="the SQS queue URL")
+    endpoint_url: str | None = Field(None, description="an SQS-compatible endpoint (unset: AWS)")
+    region: str = "us-east-1"
+    access_key_id: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
+    secret_access_key: SecretStr = SecretStr("")
+    visibility_timeout: int = Field(
+        60, ge=1, le=43_200, description="seconds a replaying replica holds a letter"
+    )
+
+
+DeadLetterSettings = Annotated[LocalDeadLetterSettings | SqsDeadLetterSettings, Field(discriminator="kind")]
+
+
 class PerformanceSettings(BaseModel):
     naive: bool = Field(
         False, description="turn off every cache, the fingerprint fast path and micro-batching"
@@ -239,6 +260,7 @@ class Settings(BaseSettings):
     # prometheus-client's own variable (set by `serve --workers N`), read here like every other.
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=LocalDeadLetterSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
 
     @field_validator("api_keys")
@@ -252,6 +274,10 @@ class Settings(BaseSettings):
         # Checked here so that every entry point (serve, tests, scripts) gets the same rule.
         if not self.api_keys.get_secret_value() and self.api_keys_file is None and not self.insecure_no_auth:
             raise ValueError("IR_API_KEYS (or IR_API_KEYS_FILE) is unset: set it or pass --insecure-no-auth")
+        if self.dead_letters.kind == "sqs" and not self.redis.url.get_secret_value():
+            raise ValueError(
+                "IR_DEAD_LETTERS__KIND=sqs needs IR_REDIS__URL (it answers lookups of queued reports)"
+            )
         if self.workers > 1 and not self.redis.url.get_secret_value():
             raise ValueError(
                 "IR_WORKERS > 1 needs IR_REDIS__URL (locks and idempotency shared by the workers)"

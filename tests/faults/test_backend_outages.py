@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from incident_responder.settings import Settings
 from tests.conftest import ACME
 from tests.faults.flaky import FlakyIndex, FlakyStore, Switch
 from tests.helpers import db_log, disk_log, tls_log
+from tests.s3_servers import S3Server
 
 
 @dataclass
@@ -200,3 +202,49 @@ async def test_automatic_replay_when_backend_returns(
                 break
             await asyncio.sleep(0.05)
         assert got["status"] == "new" and got["ticket_id"]
+
+
+async def test_sqs_dead_letters_end_to_end(
+    make_settings: Callable[..., Settings], embedder: Any, moto_s3: S3Server
+) -> None:
+    import boto3
+
+    sqs = boto3.session.Session().client(
+        "sqs", endpoint_url=moto_s3.endpoint_url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    url = sqs.create_queue(QueueName=f"ir-e2e-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.close()
+    settings = make_settings(
+        redis={"url": "redis://127.0.0.1:6379/0"},
+        rate_limit={"per_key": "", "per_tenant": ""},
+        reliability={"retry_attempts": 1, "breaker_reset_timeout": 0.2},
+        dead_letters={"kind": "sqs", "queue_url": url, "endpoint_url": moto_s3.endpoint_url,
+                      "access_key_id": "testing", "secret_access_key": "testing"},
+    )  # fmt: skip
+    real = build_backends(settings, embedder=embedder)
+    switch = Switch(down=True)
+    real.index = FlakyIndex(real.index, switch)
+    services = build_services(settings, backends=real)
+    try:
+        app = create_app(settings, services=services)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            queued = [
+                (
+                    await http.post("/v1/incidents", json={"service": "a", "log": db_log(i)}, headers=ACME)
+                ).json()
+                for i in range(3)
+            ]
+            assert [q["status"] for q in queued] == ["queued"] * 3
+            got = await http.get(f"/v1/incidents/{queued[0]['incident_id']}", headers=ACME)
+            assert got.json()["status"] == "queued"  # answered from the Redis record, SQS holds the letter
+            switch.down = False
+            await asyncio.sleep(0.3)
+            assert await services.replay_dead_letters() == (3, 0)
+            outcomes = [
+                (await http.get(f"/v1/incidents/{q['incident_id']}", headers=ACME)).json() for q in queued
+            ]
+            assert [o["status"] for o in outcomes] == ["new", "existing", "existing"]
+            assert len({o["ticket_id"] for o in outcomes}) == 1
+    finally:
+        services.close()

@@ -21,15 +21,14 @@ from opentelemetry.trace import Tracer
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
-from incident_responder.models import IncidentReport, IncidentResult, Match, RunbookHit
+from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, Match, RunbookHit
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
-from incident_responder.ports import Embedder, LockProvider, Recommender, Vector
-from incident_responder.reliability.dead_letters import DeadLetter, SqliteDeadLetters
+from incident_responder.ports import DeadLetterQueue, Embedder, LockProvider, Recommender, Vector
 from incident_responder.repositories import IncidentRepository
 
 log = structlog.get_logger(__name__)
@@ -90,7 +89,7 @@ class Responder:
         catalog: RunbookCatalog,
         recommender: Recommender,
         incidents: IncidentRepository,
-        dead_letters: SqliteDeadLetters,
+        dead_letters: DeadLetterQueue,
         metrics: Metrics,
         locks: LockProvider | None = None,
         tracer: Tracer | None = None,

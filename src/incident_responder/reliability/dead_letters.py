@@ -12,11 +12,10 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from incident_responder.errors import BackendUnavailable
-from incident_responder.models import IncidentReport
+from incident_responder.models import DeadLetter, IncidentReport
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS letters (
@@ -30,17 +29,6 @@ CREATE TABLE IF NOT EXISTS letters (
 );
 CREATE INDEX IF NOT EXISTS letters_pending ON letters (done_at, enqueued_at);
 """
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    incident_id: str
-    tenant: str
-    report: IncidentReport
-    enqueued_at: float
-    attempts: int
-    last_error: str
-    done: bool
 
 
 class SqliteDeadLetters:
