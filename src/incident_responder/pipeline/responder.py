@@ -25,6 +25,7 @@ from incident_responder.models import DeadLetter, IncidentReport, IncidentResult
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
@@ -208,46 +209,55 @@ class Responder:
     ) -> IncidentResult:
         started = time.perf_counter()
         async with self._locks.hold(tenant, report.service):
-            if vector is None and await self._run(
-                "fingerprint",
-                lambda: self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None,
-            ):
-                # The fingerprint was known at the pre-check but its ticket's vector is
-                # gone now (deleted by reconcile): this report needs the model after all.
+
+            def decide() -> MatchDecision | None:
+                if (
+                    vector is None
+                    and self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None
+                ):
+                    # Known at the pre-check, gone now (deleted by reconcile): the model is needed after all.
+                    return None
+                return self._analyzer.decide(tenant, report.service, norm, vector)
+
+            decision = await self._run("search", decide)
+            if decision is None:
                 vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
-            decision = await self._run(
-                "search", lambda: self._analyzer.decide(tenant, report.service, norm, vector)
-            )
+                decision = await self._run(
+                    "search", lambda: self._analyzer.decide(tenant, report.service, norm, vector)
+                )
             if decision.ticket_id is not None and decision.method is not None:
-                matched_id = decision.ticket_id
+                matched = decision
                 rep = Report(
                     incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector
                 )
-                ticket, regression = await self._run(
-                    "store", lambda: self._desk.add_report(tenant, matched_id, rep)
-                )
-                result = IncidentResult(
-                    incident_id=incident_id,
-                    ticket_id=ticket.ticket_id,
-                    status="regression" if regression else "existing",
-                    matched_ticket_id=ticket.ticket_id,
-                    similarity=round(decision.similarity or 0.0, 4),
-                    match=Match(
-                        method=decision.method,
-                        template=decision.template,
-                        similarity=round(decision.similarity or 0.0, 4),
-                    ),
-                    related_ticket_ids=list(decision.related_ticket_ids),
-                    runbooks=ticket.runbooks,
-                    recommendation=ticket.recommendation,
-                )
+
+                def record() -> IncidentResult:
+                    # One worker-thread hop for both writes of a repeat (the hot path of a storm).
+                    assert matched.ticket_id is not None and matched.method is not None
+                    ticket, regression = self._desk.add_report(tenant, matched.ticket_id, rep)
+                    similarity = round(matched.similarity or 0.0, 4)
+                    done = IncidentResult(
+                        incident_id=incident_id,
+                        ticket_id=ticket.ticket_id,
+                        status="regression" if regression else "existing",
+                        matched_ticket_id=ticket.ticket_id,
+                        similarity=similarity,
+                        match=Match(method=matched.method, template=matched.template, similarity=similarity),
+                        related_ticket_ids=list(matched.related_ticket_ids),
+                        runbooks=ticket.runbooks,
+                        recommendation=ticket.recommendation,
+                    )
+                    self._incidents.put(tenant, done)
+                    return done
+
+                result = await self._run("store", record)
                 self._metrics.match_methods.labels(decision.method).inc()
             else:
                 assert vector is not None  # decide() refuses to search without one
                 result = await self._open(
                     tenant, report, norm, incident_id, vector, decision.related_ticket_ids
                 )
-            await self._run("store", lambda: self._incidents.put(tenant, result))
+                await self._run("store", lambda: self._incidents.put(tenant, result))
         self._metrics.count_incident(result.status, report.service, tenant)
         set_attributes(
             incident_id=incident_id,
