@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from incident_responder.errors import ConfigError, IncidentResponderError
+
+if TYPE_CHECKING:
+    from incident_responder.container import Services
 from incident_responder.logs import configure_logging
 from incident_responder.settings import Settings, describe, load_settings
 
@@ -27,6 +32,24 @@ def _settings(**overrides: Any) -> Settings:
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def _offline_services(data_dir: Path | None) -> Iterator[Services]:
+    """The whole service without HTTP, for commands run next to (not against) a server.
+    A domain error becomes a one-line message and exit code 1."""
+    from incident_responder.container import build_services
+
+    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+    services = build_services(settings)
+    try:
+        yield services
+    except IncidentResponderError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        services.close()
 
 
 @app.command()
@@ -132,29 +155,20 @@ def import_runbooks(
     Run it while the server is stopped (the embedded index is single-process), or
     PUT /v1/runbooks/{id} against a running server instead.
     """
-    from incident_responder.container import build_services
     from incident_responder.models import Runbook
     from incident_responder.pipeline.chunking import runbook_title
 
-    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
-    configure_logging("warning", settings.log_format)
     files = sorted(directory.glob("*.md"))
     if not files:
         typer.echo(f"no *.md files in {directory}", err=True)
         raise typer.Exit(1)
-    services = build_services(settings)
-    try:
+    with _offline_services(data_dir) as services:
         created = 0
         for path in files:
             content = path.read_text(encoding="utf-8")
             runbook = Runbook(id=path.stem, title=runbook_title(content, path.stem), content=content)
             created += services.catalog.put(tenant, runbook)
-        typer.echo(f"imported {len(files)} runbooks into tenant {tenant!r} ({created} new)")
-    except IncidentResponderError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        services.close()
+    typer.echo(f"imported {len(files)} runbooks into tenant {tenant!r} ({created} new)")
 
 
 @app.command("eval")
@@ -303,16 +317,10 @@ def reindex(
     data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
 ) -> None:
     """Rebuild the configured vector index from the tickets and runbooks (idempotent)."""
-    from incident_responder.container import build_services
     from incident_responder.migration import reindex as rebuild
 
-    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
-    configure_logging("warning", settings.log_format)
-    services = build_services(settings)
-    try:
+    with _offline_services(data_dir) as services:
         r = rebuild(services)
-    finally:
-        services.close()
     typer.echo(
         f"{r.tenants} tenants: {r.tickets} tickets checked, {r.vectors_written} vectors written, "
         f"{r.runbooks} runbooks indexed"
@@ -357,20 +365,13 @@ def dlq_replay(
     """Apply every waiting report now (the server does this by itself once backends recover)."""
     import asyncio
 
-    from incident_responder.container import build_services
-
-    settings = _settings(data_dir=data_dir, insecure_no_auth=True)
-    configure_logging("warning", settings.log_format)
-    services = build_services(settings)
-    try:
+    with _offline_services(data_dir) as services:
         total = 0
         while True:
             applied, waiting = asyncio.run(services.replay_dead_letters())
             total += applied
             if applied == 0 or waiting == 0:
                 break
-    finally:
-        services.close()
     typer.echo(f"replayed {total}; {waiting} still waiting")
     if waiting:
         raise typer.Exit(1)
