@@ -26,6 +26,17 @@ dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_
 app.add_typer(dlq_app, name="dlq")
 
 
+# How every server process runs: uvloop + httptools, our own structured logs instead of
+# uvicorn's access log, 30 s for in-flight requests after SIGTERM.
+_UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_level": "warning",
+    "access_log": False,
+    "timeout_graceful_shutdown": 30,
+}
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -88,11 +99,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        **_UVICORN_OPTIONS,
     )
 
 
@@ -118,11 +125,7 @@ def _serve_workers(settings: Settings, **given: Any) -> None:
         workers=settings.workers,
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
+        **_UVICORN_OPTIONS,
     )
 
 
