@@ -252,6 +252,7 @@ def build_services(
         locks=locks,
         tracer=tracer,
         batcher=batcher,
+        group_commit=not perf.naive,
     )
     services = Services(
         settings=settings,

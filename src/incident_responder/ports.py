@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from incident_responder.errors import VersionConflict
 from incident_responder.models import (
     DeadLetter,
     IdempotencyRecord,
@@ -101,6 +102,16 @@ class StoredObject:
     version: str
 
 
+@dataclass(frozen=True)
+class ObjectWrite:
+    """One write of :meth:`ObjectStore.put_many`, with the conditions of :meth:`ObjectStore.put`."""
+
+    key: str
+    data: bytes
+    if_version: str | None = None
+    if_absent: bool = False
+
+
 class ObjectStore(Protocol):
     """Keyed JSON documents with compare-and-swap writes (laid out as S3 keys)."""
 
@@ -114,6 +125,12 @@ class ObjectStore(Protocol):
         ``if_absent`` fails with ``VersionConflict`` if the key exists; ``if_version``
         fails with ``VersionConflict`` unless the stored version equals it.
         """
+        ...
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        """Several writes as one group commit (keys must differ): per write, the new version
+        or the ``VersionConflict`` that refused it. A store failure raises ``BackendUnavailable``
+        (or another ``BackendError``); then any subset of the writes may have landed."""
         ...
 
     def delete(self, key: str) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
 
-from incident_responder.errors import InvalidInput, NotFound
+from incident_responder.errors import InvalidInput, NotFound, VersionConflict
 from incident_responder.models import IdempotencyRecord, IncidentResult, Runbook, Ticket, TicketStatus, utcnow
-from incident_responder.ports import ObjectStore
+from incident_responder.ports import ObjectStore, ObjectWrite
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
@@ -55,6 +55,19 @@ class TicketRepository:
         ticket.version += 1
         ticket.updated_at = utcnow()
         return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
+
+    def update_many(self, changed: Sequence[tuple[Ticket, str]]) -> list[str | VersionConflict]:
+        """Compare-and-swap of several tickets in one group commit: per ticket, its new
+        version or the ``VersionConflict`` that refused it."""
+        now = utcnow()
+        writes = []
+        for ticket, version in changed:
+            ticket.version += 1
+            ticket.updated_at = now
+            writes.append(
+                ObjectWrite(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
+            )
+        return self._objects.put_many(writes)
 
     def delete(self, tenant: str, ticket_id: str) -> None:
         self._objects.delete(self.key(tenant, ticket_id))
@@ -104,6 +117,11 @@ class IncidentRepository:
 
     def put(self, tenant: str, result: IncidentResult) -> None:
         self._objects.put(f"{tenant}/incidents/{result.incident_id}.json", _dump(result))
+
+    def put_many(self, tenant: str, results: Sequence[IncidentResult]) -> None:
+        """Several outcomes in one group commit."""
+        writes = [ObjectWrite(f"{tenant}/incidents/{r.incident_id}.json", _dump(r)) for r in results]
+        self._objects.put_many(writes)
 
     def get(self, tenant: str, incident_id: str) -> IncidentResult:
         found = self._objects.get(f"{tenant}/incidents/{incident_id}.json") if _safe_id(incident_id) else None

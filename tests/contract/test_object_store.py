@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from incident_responder.backends.objects.local import LocalObjectStore
-from incident_responder.errors import InvalidInput, VersionConflict
-from incident_responder.ports import ObjectStore
+from incident_responder.errors import BackendUnavailable, InvalidInput, VersionConflict
+from incident_responder.ports import ObjectStore, ObjectWrite
 
 if TYPE_CHECKING:
     from tests.s3_servers import S3Server
@@ -53,6 +53,66 @@ def test_compare_and_swap(store: ObjectStore) -> None:
         store.put("k/missing.json", b"3", if_version=v2)
     got = store.get("k/x.json")
     assert got is not None and got.data == b"2"
+
+
+def test_put_many_applies_each_condition_on_its_own(store: ObjectStore) -> None:
+    v_a = store.put("g/a.json", b"a1")
+    store.put("g/b.json", b"b1")
+    results = store.put_many(
+        [
+            ObjectWrite("g/a.json", b"a2", if_version=v_a),  # current: lands
+            ObjectWrite("g/b.json", b"b2", if_version=v_a),  # stale: refused
+            ObjectWrite("g/c.json", b"c1", if_absent=True),  # absent: lands
+            ObjectWrite("g/a2.json", b"x"),  # unconditional
+            ObjectWrite("g/b.json-missing", b"y", if_version="nope"),  # missing: refused
+        ]
+    )
+    assert isinstance(results[1], VersionConflict) and isinstance(results[4], VersionConflict)
+    assert [store.get(k).data for k in ("g/a.json", "g/b.json", "g/c.json", "g/a2.json")] == [  # type: ignore[union-attr]
+        b"a2",
+        b"b1",
+        b"c1",
+        b"x",
+    ]
+    got_a = store.get("g/a.json")
+    assert got_a is not None and results[0] == got_a.version
+    assert store.get("g/b.json-missing") is None
+    assert store.put_many([]) == []
+
+
+def test_put_many_rejects_a_key_twice(store: ObjectStore) -> None:
+    with pytest.raises(InvalidInput):
+        store.put_many([ObjectWrite("g/a.json", b"1"), ObjectWrite("g/a.json", b"2")])
+    assert store.get("g/a.json") is None
+
+
+def test_put_many_concurrent_groups_never_lose_a_compare_and_swap(store: ObjectStore) -> None:
+    """Eight threads each add their mark to the same three counters through put_many,
+    retrying refused writes: no increment may be lost."""
+    keys = ["cnt/a.json", "cnt/b.json", "cnt/c.json"]
+    for key in keys:
+        store.put(key, b"0")
+    rounds = 5
+
+    def worker() -> None:
+        for _ in range(rounds):
+            todo = list(keys)
+            while todo:
+                current = {k: store.get(k) for k in todo}
+                writes = [
+                    ObjectWrite(k, str(int(c.data) + 1).encode(), if_version=c.version)
+                    for k, c in current.items()
+                    if c is not None
+                ]
+                results = store.put_many(writes)
+                todo = [w.key for w, r in zip(writes, results, strict=True) if isinstance(r, VersionConflict)]
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [int(store.get(k).data) for k in keys] == [8 * rounds] * 3  # type: ignore[union-attr]
 
 
 def test_list_prefix_order_and_paging(store: ObjectStore) -> None:
@@ -129,3 +189,22 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
         store.put("t/tickets/x.json", str(i).encode())
     leftovers = [p.name for p in (tmp_path / "o" / "t" / "tickets").iterdir() if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_local_put_many_without_syncfs_fsyncs_each_file(tmp_path: Path) -> None:
+    """The portable fallback (no syncfs: not Linux) writes the same results."""
+    store = LocalObjectStore(tmp_path / "o", group_sync=False)
+    v = store.put("g/a.json", b"1")
+    results = store.put_many([ObjectWrite("g/a.json", b"2", if_version=v), ObjectWrite("g/b.json", b"3")])
+    assert all(isinstance(r, str) for r in results)
+    assert [store.get(k).data for k in ("g/a.json", "g/b.json")] == [b"2", b"3"]  # type: ignore[union-attr]
+    assert not [p for p in (tmp_path / "o" / "g").iterdir() if ".tmp-" in p.name]
+
+
+def test_local_put_many_failure_is_unavailable_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "o")
+    store.put("g/a.json", b"1")
+    (tmp_path / "o" / "g" / "b.json").mkdir()  # a directory where a file must go: rename fails
+    with pytest.raises(BackendUnavailable):
+        store.put_many([ObjectWrite("g/a.json", b"2"), ObjectWrite("g/b.json", b"3")])
+    assert not [p for p in (tmp_path / "o" / "g").iterdir() if ".tmp-" in p.name]

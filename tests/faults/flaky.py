@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from incident_responder.errors import BackendUnavailable
+from incident_responder.errors import BackendUnavailable, VersionConflict
 from incident_responder.ports import (
     ObjectStore,
+    ObjectWrite,
     StoredObject,
     VectorFilter,
     VectorHit,
@@ -44,6 +45,10 @@ class FlakyStore:
     def put(self, key: str, data: bytes, *, if_version: str | None = None, if_absent: bool = False) -> str:
         self.switch.check("store")
         return self.inner.put(key, data, if_version=if_version, if_absent=if_absent)
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        self.switch.check("store")
+        return self.inner.put_many(writes)
 
     def delete(self, key: str) -> None:
         self.switch.check("store")

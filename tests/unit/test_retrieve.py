@@ -348,3 +348,14 @@ def test_one_line_firing_notification_keeps_its_words() -> None:
 
     parsed = parse_log("[FIRING:1] TLS certificate for api.example.com has expired")
     assert "TLS certificate" in parsed.text and "FIRING" not in parsed.text
+
+
+def test_plain_log_reuses_the_dedup_text_alerts_keep_their_own() -> None:
+    from incident_responder.pipeline.retrieve import query_text
+
+    plain = "2026-05-01T10:00:00Z api[42]: upstream 10.0.0.7 refused connection"
+    assert query_text(plain, "upstream refused connection") == "upstream refused connection"
+    assert query_text(plain) == query_text(plain, None) != "upstream refused connection"
+    alert = 'alertname=QueueConsumerLagging summary="Backlog grows."'
+    expected = "Queue Consumer Lagging. Backlog grows."
+    assert query_text(alert, "whatever dedup embeds") == query_text(alert) == expected

@@ -30,13 +30,32 @@ class Analyzer:
         # A fingerprint, once indexed under a ticket, stays with it: positive answers are cached.
         self._known = known
 
+    @property
+    def fast_path(self) -> bool:
+        return self._fast_path
+
+    def cached_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
+        """:meth:`by_fingerprint` from memory only (never blocks): None if not cached."""
+        if not self._fast_path or self._known is None:
+            return None
+        return self._known.get((tenant, service, fingerprint))
+
+    def forget(self, tenant: str, service: str, fingerprint: str) -> None:
+        """Drop a cached fingerprint whose ticket turned out to be gone."""
+        if self._known is not None:
+            self._known.discard((tenant, service, fingerprint))
+
     def by_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
         """The ticket already holding a report with this exact fingerprint, if any."""
         if not self._fast_path:
             return None
-        key = (tenant, service, fingerprint)
-        if self._known is not None and (cached := self._known.get(key)) is not None:
-            return cached
+        cached = self.cached_fingerprint(tenant, service, fingerprint)
+        return cached if cached is not None else self.find_fingerprint(tenant, service, fingerprint)
+
+    def find_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
+        """:meth:`by_fingerprint` asking the index (blocking), remembering a hit."""
+        if not self._fast_path:
+            return None
         where = VectorFilter(
             {"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint}
         )
@@ -45,7 +64,7 @@ class Analyzer:
             return None
         ticket_id = str(hits[0].payload["ticket_id"])
         if self._known is not None:
-            self._known.put(key, ticket_id)
+            self._known.put((tenant, service, fingerprint), ticket_id)
         return ticket_id
 
     def decide(self, tenant: str, service: str, norm: NormalizedLog, vector: Vector | None) -> MatchDecision:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,12 +21,14 @@ from opentelemetry.trace import Tracer
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
-from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, Match, RunbookHit
+from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, RunbookHit
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.committing import Repeat, RepeatWriter
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
+from incident_responder.pipeline.retrieve import query_text
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Report, TicketDesk
 from incident_responder.ports import DeadLetterQueue, Embedder, LockProvider, Recommender, Vector
@@ -95,6 +97,7 @@ class Responder:
         locks: LockProvider | None = None,
         tracer: Tracer | None = None,
         batcher: MicroBatcher | None = None,
+        group_commit: bool = True,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -108,6 +111,7 @@ class Responder:
         self._locks: LockProvider = locks or KeyedLocks()
         self._tracer = tracer
         self._batcher = batcher
+        self._writer = RepeatWriter(desk=desk, incidents=incidents, run=self._run, grouped=group_commit)
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -131,52 +135,147 @@ class Responder:
         return (await self.handle_batch(tenant, [report]))[0]
 
     async def handle_batch(self, tenant: str, reports: Sequence[IncidentReport]) -> list[IncidentResult]:
-        """Process reports in order, with the same outcome as one request each."""
+        """Process reports in order, with the same outcome as one request each.
+
+        Reports whose exact fingerprint is already known skip the model, the search and
+        the lock: they go straight to the group-commit writer. The others are decided
+        one by one under the tenant+service lock; those that join a ticket are queued to
+        the writer too, so every repeat of the batch lands in one group commit.
+        """
         started = time.perf_counter()
         norms = [self._normalizer.normalize(r.log) for r in reports]
         self._metrics.stage_seconds.labels("normalize").observe(time.perf_counter() - started)
-        # Reports whose exact fingerprint is already known skip the model entirely.
-        try:
-            known = await self._run(
-                "fingerprint",
-                lambda: [
-                    self._analyzer.by_fingerprint(tenant, r.service, n.fingerprint)
-                    for r, n in zip(reports, norms, strict=True)
-                ],
-            )
-        except BackendUnavailable:
-            known = [None] * len(reports)  # embed everything; each report then queues or not on its own
-        texts = sorted({n.embed_text for n, k in zip(norms, known, strict=True) if k is None})
+        known = await self._known_tickets(tenant, reports, norms)
+        # Unknown reports may open tickets: their runbook query is embedded in the same model
+        # batch as their dedup text (the same text for a plain log line: embedded once).
+        runbooks = self._catalog.has_runbooks(tenant)
+        texts = sorted(
+            {n.embed_text for n, k in zip(norms, known, strict=True) if k is None}
+            | {
+                query_text(r.log, n.embed_text)
+                for r, n, k in zip(reports, norms, known, strict=True)
+                if k is None and runbooks
+            }
+        )
         vectors: dict[str, Vector] = {}
         if texts:
             embedded = await self._embed(texts)
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
-        results = []
-        for report, norm in zip(reports, norms, strict=True):
-            results.append(await self._process_or_queue(tenant, report, norm, vectors.get(norm.embed_text)))
-        return results
+        outcomes: list[Awaitable[IncidentResult]] = []
+        for report, norm, ticket_id in zip(reports, norms, known, strict=True):
+            incident_id = new_incident_id()
+            if ticket_id is not None:
+                decision = MatchDecision(
+                    ticket_id=ticket_id,
+                    method="fingerprint",
+                    similarity=1.0,
+                    template=norm.template,
+                    related_ticket_ids=(),
+                )
+                queued = self._enqueue(tenant, report, norm, None, incident_id, decision)
+                outcomes.append(self._finish(tenant, report, norm, None, incident_id, queued, started))
+            else:
+                outcome = await self._process_or_queue(
+                    tenant, report, norm, vectors.get(norm.embed_text), incident_id, started, vectors
+                )
+                outcomes.append(outcome)
+        return list(await asyncio.gather(*outcomes))
+
+    async def _known_tickets(
+        self, tenant: str, reports: Sequence[IncidentReport], norms: Sequence[NormalizedLog]
+    ) -> list[str | None]:
+        """Per report, the ticket already holding its exact fingerprint (None: unknown)."""
+        keys = [(r.service, n.fingerprint) for r, n in zip(reports, norms, strict=True)]
+        known = [self._analyzer.cached_fingerprint(tenant, service, fp) for service, fp in keys]
+        missing = [i for i, k in enumerate(known) if k is None]
+        if missing and self._analyzer.fast_path:
+            try:
+                found = await self._run(
+                    "fingerprint",
+                    lambda: [self._analyzer.find_fingerprint(tenant, *keys[i]) for i in missing],
+                )
+            except BackendUnavailable:
+                found = [None] * len(missing)  # embed these; each then queues or not on its own
+            for i, ticket_id in zip(missing, found, strict=True):
+                known[i] = ticket_id
+        return known
+
+    def _enqueue(
+        self,
+        tenant: str,
+        report: IncidentReport,
+        norm: NormalizedLog,
+        vector: Vector | None,
+        incident_id: str,
+        decision: MatchDecision,
+    ) -> asyncio.Future[IncidentResult]:
+        assert decision.ticket_id is not None
+        rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
+        return self._writer.enqueue(Repeat(tenant, decision.ticket_id, rep, decision))
+
+    async def _finish(
+        self,
+        tenant: str,
+        report: IncidentReport,
+        norm: NormalizedLog,
+        vector: Vector | None,
+        incident_id: str,
+        queued: Awaitable[IncidentResult] | IncidentResult,
+        started: float,
+    ) -> IncidentResult:
+        """Wait for the outcome of a report, queueing it durably if a backend is down."""
+        try:
+            result = queued if isinstance(queued, IncidentResult) else await queued
+        except NotFound:
+            # Its ticket vanished (undone by reconcile) after the fingerprint was cached: decide again.
+            self._analyzer.forget(tenant, report.service, norm.fingerprint)
+            # Once only: a second NotFound (ticket gone, its vectors not) propagates.
+            try:
+                if vector is None:
+                    vector = (await self._embed([norm.embed_text]))[0]
+                outcome = await self._process(tenant, report, norm, vector, incident_id)
+                result = outcome if isinstance(outcome, IncidentResult) else await outcome
+            except BackendUnavailable as exc:
+                return await self._queue(tenant, report, incident_id, exc)
+        except BackendUnavailable as exc:
+            return await self._queue(tenant, report, incident_id, exc)
+        self._classified(tenant, report, result, started)
+        return result
 
     async def _process_or_queue(
-        self, tenant: str, report: IncidentReport, norm: NormalizedLog, vector: Vector | None
-    ) -> IncidentResult:
-        incident_id = new_incident_id()
+        self,
+        tenant: str,
+        report: IncidentReport,
+        norm: NormalizedLog,
+        vector: Vector | None,
+        incident_id: str,
+        started: float,
+        embedded: Mapping[str, Vector] | None = None,
+    ) -> Awaitable[IncidentResult]:
+        """Decide ``report`` now (in order); the returned awaitable gives its outcome."""
         try:
-            return await self._process(tenant, report, norm, vector, incident_id)
+            outcome = await self._process(tenant, report, norm, vector, incident_id, embedded)
         except BackendUnavailable as exc:
-            # Accepted but not applicable now: keep it durably and answer 202. If even
-            # the dead-letter write fails, this raises and the caller answers 503.
-            error = exc.message
-            await self._run("dlq", lambda: self._dead_letters.put(tenant, incident_id, report, error))
-            self._metrics.dlq_events.labels("queued").inc()
-            self._metrics.count_incident("queued", report.service, tenant)
-            log.warning(
-                "incident.queued",
-                tenant=tenant,
-                service=report.service,
-                incident_id=incident_id,
-                error=exc.code,
-            )
-            return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
+            return _ready(await self._queue(tenant, report, incident_id, exc))
+        return self._finish(tenant, report, norm, vector, incident_id, outcome, started)
+
+    async def _queue(
+        self, tenant: str, report: IncidentReport, incident_id: str, exc: BackendUnavailable
+    ) -> IncidentResult:
+        # Accepted but not applicable now: keep it durably and answer 202. If even
+        # the dead-letter write fails, this raises and the caller answers 503.
+        error = exc.message
+        await self._run("dlq", lambda: self._dead_letters.put(tenant, incident_id, report, error))
+        self._metrics.dlq_events.labels("queued").inc()
+        self._metrics.count_incident("queued", report.service, tenant)
+        log.warning(
+            "incident.queued",
+            tenant=tenant,
+            service=report.service,
+            incident_id=incident_id,
+            error=exc.code,
+        )
+        return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
 
     async def replay(self, letter: DeadLetter) -> IncidentResult:
         """Apply a dead letter under its original incident id; applying twice is a no-op."""
@@ -187,7 +286,10 @@ class Responder:
         await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
         norm = self._normalizer.normalize(letter.report.log)
         vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
-        return await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
+        outcome = await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
+        result = outcome if isinstance(outcome, IncidentResult) else await outcome
+        self._classified(letter.tenant, letter.report, result, time.perf_counter())
+        return result
 
     async def lookup(self, tenant: str, incident_id: str) -> IncidentResult:
         """The current outcome of a report, including one still waiting in the dead-letter queue."""
@@ -206,8 +308,10 @@ class Responder:
         norm: NormalizedLog,
         vector: Vector | None,
         incident_id: str,
-    ) -> IncidentResult:
-        started = time.perf_counter()
+        embedded: Mapping[str, Vector] | None = None,
+    ) -> IncidentResult | asyncio.Future[IncidentResult]:
+        """Decide under the tenant+service lock: open a ticket (done, returns the outcome)
+        or join one (queued to the writer, returns the future of the outcome)."""
         async with self._locks.hold(tenant, report.service):
 
             def decide() -> MatchDecision | None:
@@ -221,46 +325,28 @@ class Responder:
 
             decision = await self._run("search", decide)
             if decision is None:
-                vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
+                vector = (await self._embed([norm.embed_text]))[0]
                 decision = await self._run(
                     "search", lambda: self._analyzer.decide(tenant, report.service, norm, vector)
                 )
             if decision.ticket_id is not None and decision.method is not None:
-                matched = decision
-                rep = Report(
-                    incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector
-                )
+                return self._enqueue(tenant, report, norm, vector, incident_id, decision)
+            assert vector is not None  # decide() refuses to search without one
+            result = await self._open(
+                tenant, report, norm, incident_id, vector, decision.related_ticket_ids, embedded or {}
+            )
+            await self._run("store", lambda: self._incidents.put(tenant, result))
+            return result
 
-                def record() -> IncidentResult:
-                    # One worker-thread hop for both writes of a repeat (the hot path of a storm).
-                    assert matched.ticket_id is not None and matched.method is not None
-                    ticket, regression = self._desk.add_report(tenant, matched.ticket_id, rep)
-                    similarity = round(matched.similarity or 0.0, 4)
-                    done = IncidentResult(
-                        incident_id=incident_id,
-                        ticket_id=ticket.ticket_id,
-                        status="regression" if regression else "existing",
-                        matched_ticket_id=ticket.ticket_id,
-                        similarity=similarity,
-                        match=Match(method=matched.method, template=matched.template, similarity=similarity),
-                        related_ticket_ids=list(matched.related_ticket_ids),
-                        runbooks=ticket.runbooks,
-                        recommendation=ticket.recommendation,
-                    )
-                    self._incidents.put(tenant, done)
-                    return done
-
-                result = await self._run("store", record)
-                self._metrics.match_methods.labels(decision.method).inc()
-            else:
-                assert vector is not None  # decide() refuses to search without one
-                result = await self._open(
-                    tenant, report, norm, incident_id, vector, decision.related_ticket_ids
-                )
-                await self._run("store", lambda: self._incidents.put(tenant, result))
+    def _classified(
+        self, tenant: str, report: IncidentReport, result: IncidentResult, started: float
+    ) -> None:
+        method = result.match.method if result.match is not None else None
+        if method is not None:
+            self._metrics.match_methods.labels(method).inc()
         self._metrics.count_incident(result.status, report.service, tenant)
         set_attributes(
-            incident_id=incident_id,
+            incident_id=result.incident_id,
             ticket_id=result.ticket_id,
             status=result.status,
             similarity=result.similarity,
@@ -269,15 +355,14 @@ class Responder:
             "incident.classified",
             tenant=tenant,
             service=report.service,
-            incident_id=incident_id,
+            incident_id=result.incident_id,
             ticket_id=result.ticket_id,
             status=result.status,
-            method=decision.method,
+            method=method,
             similarity=result.similarity,
             related=len(result.related_ticket_ids),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        return result
 
     async def _open(
         self,
@@ -287,8 +372,14 @@ class Responder:
         incident_id: str,
         vector: Vector,
         related: Sequence[str],
+        embedded: Mapping[str, Vector],
     ) -> IncidentResult:
-        hits: list[RunbookHit] = await self._run("retrieve", lambda: self._catalog.search(tenant, report.log))
+        hits: list[RunbookHit] = await self._run(
+            "retrieve",
+            lambda: self._catalog.search(
+                tenant, report.log, plain=norm.embed_text, embedded={**embedded, norm.embed_text: vector}
+            ),
+        )
         chunks = self._catalog.grounding(tenant, hits)
         titles = {hit.id: hit.title for hit in hits}
         recommendation = await self._run(
@@ -318,6 +409,10 @@ class Responder:
             runbooks=hits,
             recommendation=recommendation,
         )
+
+
+async def _ready(result: IncidentResult) -> IncidentResult:
+    return result
 
 
 def _title_from(text: str) -> str:

@@ -162,6 +162,7 @@ class ParsedLog:
     # Identifiers from a notification title such as "[FIRING:1] KubePodCrashLooping (...)": they only
     # count when they equal a runbook's alert name exactly.
     name_candidates: tuple[str, ...] = ()
+    structured: bool = False  # an alert name or summary/description fields were found
 
 
 def _unquote(value: str) -> str:
@@ -223,8 +224,28 @@ def parse_log(log: str) -> ParsedLog:
     for status in _STATUS_LINE_RE.finditer(log):
         candidates.extend(_CAMEL_IDENT_RE.findall(status.group(1)))
     return ParsedLog(
-        alertname=alertname, text=text, labels=labels, name_candidates=tuple(dict.fromkeys(candidates))
+        alertname=alertname,
+        text=text,
+        labels=labels,
+        name_candidates=tuple(dict.fromkeys(candidates)),
+        structured=bool(alertname or meaning),
     )
+
+
+def query_text(log: str, plain: str | None = None) -> str:
+    """The text to embed for retrieving runbooks for ``log``: its alert name in words plus
+    summary/description, noise stripped. A log in no alert layout is its own meaning: then
+    ``plain`` (the log without its variable parts, as dedup embeds it) when given, so one
+    embedding serves both dedup and retrieval; else the log with noise stripped."""
+    parsed = parse_log(log)
+    if not parsed.structured and plain:
+        return plain
+    parts: list[str] = []
+    if parsed.alertname:
+        parts.append(" ".join(split_identifier(parsed.alertname)))
+    if parsed.text:
+        parts.append(parsed.text)
+    return ". ".join(parts) if parts else log.strip()
 
 
 # --------------------------------------------------------------------------- index
@@ -443,14 +464,8 @@ class RunbookLibrary:
     # ------------------------------------------------------------------ query side
 
     def query_text(self, log: str) -> str:
-        """The text to embed for ``log``: alert name in words plus summary/description, noise stripped."""
-        parsed = parse_log(log)
-        parts: list[str] = []
-        if parsed.alertname:
-            parts.append(" ".join(split_identifier(parsed.alertname)))
-        if parsed.text:
-            parts.append(parsed.text)
-        return ". ".join(parts) if parts else log.strip()
+        """The text to embed for ``log`` (see :func:`query_text`)."""
+        return query_text(log)
 
     def search(
         self, log: str, query_vector: np.ndarray, top_k: int = 5

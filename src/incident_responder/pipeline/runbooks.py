@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -20,8 +20,8 @@ from incident_responder.errors import NotFound
 from incident_responder.ids import point_id
 from incident_responder.models import Runbook, RunbookChunk, RunbookHit
 from incident_responder.pipeline.chunking import CHUNKER_VERSION, chunk_runbook, embedding_text
-from incident_responder.pipeline.retrieve import RunbookLibrary
-from incident_responder.ports import Embedder, VectorFilter, VectorIndex, VectorPoint
+from incident_responder.pipeline.retrieve import RunbookLibrary, query_text
+from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.repositories import RunbookRepository
 
 log = structlog.get_logger(__name__)
@@ -132,13 +132,26 @@ class RunbookCatalog:
         self._index.delete(VectorFilter({"tenant": tenant, "kind": "runbook", "runbook_id": runbook_id}))
         self._library(tenant).remove(runbook_id)
 
-    def search(self, tenant: str, log_text: str) -> list[RunbookHit]:
-        """The best runbooks for ``log_text``, best first."""
+    def search(
+        self,
+        tenant: str,
+        log_text: str,
+        *,
+        plain: str | None = None,
+        embedded: Mapping[str, Vector] | None = None,
+    ) -> list[RunbookHit]:
+        """The best runbooks for ``log_text``, best first. ``plain`` and ``embedded``: see
+        :func:`query_text`; a query text found in ``embedded`` is not embedded again."""
         library = self._library(tenant)
         if len(library) == 0:
             return []
-        query_vector = self._embedder.embed([library.query_text(log_text)])[0]
+        text = query_text(log_text, plain)
+        known = embedded.get(text) if embedded is not None else None
+        query_vector = known if known is not None else self._embedder.embed([text])[0]
         return [hit for hit, _ in library.search(log_text, query_vector, top_k=self._top_k)]
+
+    def has_runbooks(self, tenant: str) -> bool:
+        return len(self._library(tenant)) > 0
 
     def grounding(self, tenant: str, hits: Sequence[RunbookHit], runbooks: int = 3) -> list[RunbookChunk]:
         """Every chunk of the best ``runbooks`` hits, best runbook first: the recommender

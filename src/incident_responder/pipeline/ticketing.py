@@ -10,12 +10,12 @@ retried on conflict, so concurrent writers never lose each other's changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from incident_responder.errors import VersionConflict
+from incident_responder.errors import NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
 from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint
@@ -123,40 +123,55 @@ class TicketDesk:
 
     def add_report(self, tenant: str, ticket_id: str, report: Report) -> tuple[Ticket, bool]:
         """Record a report in an existing ticket; reopens it if resolved. Returns (ticket, was_regression)."""
+        outcome = self.attach(tenant, {ticket_id: [report]})[ticket_id]
+        if isinstance(outcome, NotFound):
+            raise outcome
+        return outcome.ticket, outcome.regressions[0]
+
+    def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
+        """Record reports in existing tickets (ticket id -> its reports, in order) with one
+        write per ticket, all tickets in one group commit; compare-and-swap, retried per
+        ticket on conflict. The first report to reach a resolved ticket reopens it."""
+        out: dict[str, Attached | NotFound] = {}
+        todo = {ticket_id: list(group) for ticket_id, group in reports.items() if group}
+        points: list[VectorPoint] = []
+        reopened: list[Ticket] = []
         for _ in range(_CAS_ATTEMPTS):
-            ticket, version = self._tickets.get(tenant, ticket_id)
-            if report.incident_id and any(c.incident_id == report.incident_id for c in ticket.comments):
-                return ticket, False  # a replay of a report this ticket already counted
-            regression = ticket.status == "resolved"
-            ticket.occurrences += 1
-            if regression:
-                ticket.status = "open"
-                ticket.regressions += 1
-                ticket.resolution = None
-            kind = "regression" if regression else "occurrence"
-            ticket.comments.append(
-                Comment(
-                    kind=kind, author="incident-responder", body=report.log, incident_id=report.incident_id
-                )
+            if not todo:
+                break
+            changed: list[tuple[Ticket, str, _Applied]] = []
+            for ticket_id, group in todo.items():
+                try:
+                    ticket, version = self._tickets.get(tenant, ticket_id)
+                except NotFound as exc:
+                    out[ticket_id] = exc
+                    continue
+                applied = _apply(ticket, group)
+                if applied.fresh:
+                    changed.append((ticket, version, applied))
+                else:  # every report a replay this ticket already counted
+                    out[ticket_id] = Attached(ticket, applied.regressions)
+            todo = {}
+            written = self._tickets.update_many([(t, v) for t, v, _ in changed]) if changed else []
+            for (ticket, _, applied), result in zip(changed, written, strict=True):
+                if isinstance(result, VersionConflict):
+                    todo[ticket.ticket_id] = list(reports[ticket.ticket_id])
+                    continue
+                out[ticket.ticket_id] = Attached(ticket, applied.regressions)
+                points.extend(self._point(ticket, r) for r in applied.new_templates)
+                if any(applied.regressions):
+                    reopened.append(ticket)
+        # Ticket-only writes already landed; if these are lost the tickets still hold their
+        # templates and ``reindex`` restores the vectors.
+        if points:
+            self._index.upsert(points)
+        for ticket in reopened:
+            self._index.set_payload(self._ticket_filter(ticket), {"status": "open"})
+        if todo:
+            raise VersionConflict(
+                f"tickets {sorted(todo)} kept changing; gave up after {_CAS_ATTEMPTS} attempts"
             )
-            _trim_occurrences(ticket)
-            new_template = report.fingerprint not in ticket.signatures
-            if new_template:
-                ticket.signatures[report.fingerprint] = Signature(
-                    template=report.template, embed_text=report.embed_text
-                )
-            try:
-                self._tickets.update(ticket, version)
-            except VersionConflict:
-                continue
-            if new_template:
-                # A ticket-only write already landed; if this upsert is lost the ticket
-                # still holds the template and ``reindex`` restores the vector.
-                self._index.upsert([self._point(ticket, report)])
-            if regression:
-                self._index.set_payload(self._ticket_filter(ticket), {"status": "open"})
-            return ticket, regression
-        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+        return out
 
     def comment(self, tenant: str, ticket_id: str, author: str, body: str) -> Ticket:
         def change(ticket: Ticket) -> None:
@@ -221,6 +236,55 @@ class TicketDesk:
         ]
         self._index.upsert(points)
         return len(points)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A ticket after :meth:`TicketDesk.attach`, and per report whether it reopened the ticket."""
+
+    ticket: Ticket
+    regressions: list[bool]
+
+
+@dataclass
+class _Applied:
+    regressions: list[bool]
+    new_templates: list[Report]
+    fresh: int  # reports not counted before
+
+
+def _apply(ticket: Ticket, reports: Sequence[Report]) -> _Applied:
+    """Add ``reports`` to ``ticket`` in memory, skipping any it already counted (replays)."""
+    counted = {c.incident_id for c in ticket.comments if c.incident_id}
+    applied = _Applied(regressions=[], new_templates=[], fresh=0)
+    for report in reports:
+        if report.incident_id and report.incident_id in counted:
+            applied.regressions.append(False)
+            continue
+        counted.add(report.incident_id)
+        applied.fresh += 1
+        regression = ticket.status == "resolved"
+        applied.regressions.append(regression)
+        ticket.occurrences += 1
+        if regression:
+            ticket.status = "open"
+            ticket.regressions += 1
+            ticket.resolution = None
+        ticket.comments.append(
+            Comment(
+                kind="regression" if regression else "occurrence",
+                author="incident-responder",
+                body=report.log,
+                incident_id=report.incident_id,
+            )
+        )
+        if report.fingerprint not in ticket.signatures:
+            ticket.signatures[report.fingerprint] = Signature(
+                template=report.template, embed_text=report.embed_text
+            )
+            applied.new_templates.append(report)
+    _trim_occurrences(ticket)
+    return applied
 
 
 def _trim_occurrences(ticket: Ticket) -> None:

@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from incident_responder.errors import IncidentResponderError
+from incident_responder.errors import IncidentResponderError, VersionConflict
 from incident_responder.metrics import Metrics
 from incident_responder.models import Recommendation, RunbookChunk
 from incident_responder.observability.tracing import set_attributes
 from incident_responder.ports import (
     ObjectStore,
+    ObjectWrite,
     Recommender,
     StoredObject,
     Vector,
@@ -83,6 +84,11 @@ class GuardedObjectStore:
         return self._guard(
             "put", lambda: self._inner.put(key, data, if_version=if_version, if_absent=if_absent)
         )
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        # A retry after a partial failure is safe: what landed then reports a VersionConflict
+        # (conditional writes) or is rewritten with the same bytes (unconditional ones).
+        return self._guard("put_many", lambda: self._inner.put_many(writes))
 
     def delete(self, key: str) -> None:
         self._guard("delete", lambda: self._inner.delete(key))

@@ -14,7 +14,8 @@ anything else the server refuses (access denied, missing bucket, ...) is ``Backe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -36,12 +37,13 @@ from incident_responder.errors import (
     InvalidInput,
     VersionConflict,
 )
-from incident_responder.ports import StoredObject
+from incident_responder.ports import ObjectWrite, StoredObject
 
 T = TypeVar("T")
 
 _MAX_KEY_BYTES = 1024  # S3's limit on a whole key, prefix included
 _PAGE_SIZE = 1000  # S3's maximum MaxKeys
+_PUT_MANY_THREADS = 8  # concurrent PUTs of one put_many (botocore pools 10 connections)
 
 # Error codes that mean "try again later" whatever the HTTP status says.
 _UNAVAILABLE_CODES = frozenset(
@@ -236,6 +238,22 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise _translate(exc, f"put {key}") from exc
         return str(response["ETag"])
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        """Concurrent conditional PUTs (S3 has no multi-object write); each keeps its own condition."""
+        if len({w.key for w in writes}) != len(writes):
+            raise InvalidInput("put_many: the same key twice in one group")
+
+        def one(write: ObjectWrite) -> str | VersionConflict:
+            try:
+                return self.put(write.key, write.data, if_version=write.if_version, if_absent=write.if_absent)
+            except VersionConflict as conflict:
+                return conflict
+
+        if len(writes) <= 1:
+            return [one(w) for w in writes]
+        with ThreadPoolExecutor(max_workers=min(len(writes), _PUT_MANY_THREADS)) as pool:
+            return list(pool.map(one, writes))
 
     def delete(self, key: str) -> None:
         full = self._full(key)

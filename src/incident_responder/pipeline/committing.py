@@ -1,0 +1,135 @@
+"""Group commit of repeats: reports that join existing tickets are written together.
+
+A storm is mostly repeats, and a repeat costs two durable writes (its ticket, its
+incident record). The writer queues repeats and commits everything queued as one
+group: one compare-and-swap write per ticket however many of its reports arrived,
+and all incident records, in one ``put_many`` each (one journal flush on local disk).
+A group starts as soon as the previous one is done, so an idle server writes at once
+and a busy one writes bigger groups; nobody waits for a timer. Every caller is
+answered only after its group is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from incident_responder.errors import NotFound
+from incident_responder.models import IncidentResult, Match
+from incident_responder.pipeline.matching import MatchDecision
+from incident_responder.pipeline.ticketing import Attached, Report, TicketDesk
+from incident_responder.repositories import IncidentRepository
+
+T = TypeVar("T")
+Runner = Callable[[str, Callable[[], T]], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A report already matched to a ticket, waiting to be written."""
+
+    tenant: str
+    ticket_id: str
+    report: Report
+    decision: MatchDecision
+
+
+class RepeatWriter:
+    def __init__(
+        self,
+        *,
+        desk: TicketDesk,
+        incidents: IncidentRepository,
+        run: Runner[list[IncidentResult | Exception]],
+        grouped: bool = True,
+        max_group: int = 2_000,
+    ) -> None:
+        self._desk = desk
+        self._incidents = incidents
+        self._run = run
+        self._grouped = grouped
+        self._max_group = max_group
+        self._queue: list[tuple[Repeat, asyncio.Future[IncidentResult]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    def enqueue(self, repeat: Repeat) -> asyncio.Future[IncidentResult]:
+        """Queue ``repeat``; the future resolves once it is durable (or fails with why not).
+        Repeats of one ticket are applied in the order they were queued."""
+        future: asyncio.Future[IncidentResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((repeat, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        size = self._max_group if self._grouped else 1
+        while self._queue:
+            group, self._queue = self._queue[:size], self._queue[size:]
+            repeats = [r for r, _ in group]
+            try:
+                outcomes = await self._run("store", partial(self.commit, repeats))
+            except Exception as exc:  # every waiter gets the failure
+                outcomes = [exc] * len(group)
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():  # its request was cancelled; the write stands
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def commit(self, repeats: Sequence[Repeat]) -> list[IncidentResult | Exception]:
+        """Write ``repeats`` now (blocking): per repeat its outcome, or the error that stopped
+        it (``NotFound``: its ticket is gone; ``BackendError``: a store failed)."""
+        out: list[IncidentResult | Exception | None] = [None] * len(repeats)
+        by_tenant: dict[str, list[int]] = {}
+        for i, repeat in enumerate(repeats):
+            by_tenant.setdefault(repeat.tenant, []).append(i)
+        for tenant, positions in by_tenant.items():
+            try:
+                for i, result in self._commit_tenant(tenant, [repeats[i] for i in positions]).items():
+                    out[positions[i]] = result
+            except Exception as exc:  # one tenant's failure stays its own
+                for i in positions:
+                    out[i] = exc
+        return [o if o is not None else RuntimeError("repeat not committed") for o in out]
+
+    def _commit_tenant(self, tenant: str, repeats: Sequence[Repeat]) -> dict[int, IncidentResult | Exception]:
+        by_ticket: dict[str, list[Report]] = {}
+        for repeat in repeats:
+            by_ticket.setdefault(repeat.ticket_id, []).append(repeat.report)
+        attached = self._desk.attach(tenant, by_ticket)
+        seen: dict[str, int] = {}
+        results: dict[int, IncidentResult | Exception] = {}
+        for i, repeat in enumerate(repeats):
+            outcome = attached[repeat.ticket_id]
+            if isinstance(outcome, NotFound):
+                results[i] = outcome
+                continue
+            nth = seen.get(repeat.ticket_id, 0)
+            seen[repeat.ticket_id] = nth + 1
+            results[i] = _result(repeat, outcome, outcome.regressions[nth])
+        done = [r for r in results.values() if isinstance(r, IncidentResult)]
+        if done:
+            self._incidents.put_many(tenant, done)
+        return results
+
+
+def _result(repeat: Repeat, attached: Attached, regression: bool) -> IncidentResult:
+    ticket, decision = attached.ticket, repeat.decision
+    similarity = round(decision.similarity or 0.0, 4)
+    method = decision.method or "fingerprint"
+    return IncidentResult(
+        incident_id=repeat.report.incident_id,
+        ticket_id=ticket.ticket_id,
+        status="regression" if regression else "existing",
+        matched_ticket_id=ticket.ticket_id,
+        similarity=similarity,
+        match=Match(method=method, template=decision.template, similarity=similarity),
+        related_ticket_ids=list(decision.related_ticket_ids),
+        runbooks=ticket.runbooks,
+        recommendation=ticket.recommendation,
+    )

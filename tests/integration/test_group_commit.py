@@ -1,0 +1,139 @@
+"""Repeats are written by group commit: one write per ticket per group, ordered, durable,
+and every failure still ends in an answer (joined, re-decided or queued)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from incident_responder.backends import build_backends
+from incident_responder.container import Services, build_services
+from incident_responder.errors import BackendUnavailable, VersionConflict
+from incident_responder.models import IncidentReport
+from incident_responder.ports import Embedder, ObjectStore, ObjectWrite, VectorFilter
+from incident_responder.settings import Settings
+
+
+def _line(i: int) -> str:
+    return (
+        f"2026-11-20T10:00:{i % 60:02d}Z ERROR api[{1000 + i}]: upstream 10.0.{i % 250}.7 refused connection"
+    )
+
+
+def _report(i: int) -> IncidentReport:
+    return IncidentReport(service="api", log=_line(i))
+
+
+def _put_many_calls(services: Services) -> float:
+    total = 0.0
+    for family in services.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "ir_backend_calls_total" and sample.labels.get("operation") == "put_many":
+                total += sample.value
+    return total
+
+
+async def test_concurrent_repeats_share_writes_and_all_count(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    first = await services.responder.handle("acme", _report(0))
+    assert first.status == "new"
+    before = _put_many_calls(services)
+    results = await asyncio.gather(*(services.responder.handle("acme", _report(i)) for i in range(1, 41)))
+    assert {r.status for r in results} == {"existing"}
+    assert {r.ticket_id for r in results} == {first.ticket_id}
+    assert all(r.match is not None and r.match.method == "fingerprint" for r in results)
+    # 40 repeats, two put_many each per group (tickets, incident records): far fewer than 80 writes.
+    groups = (_put_many_calls(services) - before) / 2
+    assert 1 <= groups < 40
+    assert first.ticket_id is not None
+    ticket, _ = services.tickets.get("acme", first.ticket_id)
+    assert ticket.occurrences == 41
+    assert len({c.incident_id for c in ticket.comments}) == 41
+    for r in results:  # every outcome is stored and can be looked up
+        assert (await services.responder.lookup("acme", r.incident_id)).ticket_id == first.ticket_id
+
+
+async def test_batch_on_a_resolved_ticket_reopens_once_in_order(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services()
+    first = await services.responder.handle("acme", _report(0))
+    assert first.ticket_id is not None
+    services.desk.resolve("acme", first.ticket_id, "fixed")
+    results = await services.responder.handle_batch("acme", [_report(i) for i in range(1, 5)])
+    assert [r.status for r in results] == ["regression", "existing", "existing", "existing"]
+    ticket, _ = services.tickets.get("acme", first.ticket_id)
+    assert (ticket.status, ticket.regressions, ticket.occurrences) == ("open", 1, 5)
+    kinds = [c.kind for c in ticket.comments if c.incident_id in {r.incident_id for r in results}]
+    assert kinds == ["regression", "occurrence", "occurrence", "occurrence"]
+
+
+async def test_repeat_of_a_vanished_ticket_is_decided_again(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    first = await services.responder.handle("acme", _report(0))
+    assert first.ticket_id is not None
+    # The ticket and its vector disappear behind the cached fingerprint (as when reconcile
+    # undoes an interrupted creation in another process).
+    services.tickets.delete("acme", first.ticket_id)
+    services.backends.index.delete(VectorFilter({"tenant": "acme", "ticket_id": first.ticket_id}))
+    again = await services.responder.handle("acme", _report(1))
+    assert again.status == "new" and again.ticket_id != first.ticket_id
+    third = await services.responder.handle("acme", _report(2))
+    assert third.status == "existing" and third.ticket_id == again.ticket_id
+
+
+class _RecordsDown:
+    """The real store, except that writes of incident records fail (a backend-level fault)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.down = False
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        if self.down and any("/incidents/" in w.key for w in writes):
+            self.refused += 1
+            raise BackendUnavailable("writing incident records failed: disk full (injected)")
+        return self.inner.put_many(writes)
+
+
+async def test_store_down_during_group_commit_queues_and_replay_counts_once(
+    make_settings: Callable[..., Settings], embedder: Embedder
+) -> None:
+    settings = make_settings(reliability={"retry_attempts": 1})
+    backends = build_backends(settings, embedder=embedder)
+    faulty = _RecordsDown(backends.objects)
+    backends.objects = faulty
+    services = build_services(settings, backends=backends)
+    try:
+        first = await services.responder.handle("acme", _report(0))
+        assert first.ticket_id is not None
+        # The ticket write lands, the incident records do not: the reports are queued durably.
+        faulty.down = True
+        queued = await services.responder.handle_batch("acme", [_report(1), _report(2)])
+        assert [r.status for r in queued] == ["queued", "queued"] and faulty.refused == 1
+        faulty.down = False
+        applied, waiting = await services.replay_dead_letters()
+        assert (applied, waiting) == (2, 0)
+        ticket, _ = services.tickets.get("acme", first.ticket_id)
+        assert ticket.occurrences == 3  # the landed ticket write is not counted twice by the replay
+        for r in queued:
+            got = await services.responder.lookup("acme", r.incident_id)
+            assert got.status == "existing" and got.ticket_id == first.ticket_id
+    finally:
+        services.close()
+
+
+async def test_naive_mode_writes_one_repeat_per_group(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    services = make_services(make_settings(performance={"naive": True}))
+    first = await services.responder.handle("acme", _report(0))
+    before = _put_many_calls(services)
+    results = await asyncio.gather(*(services.responder.handle("acme", _report(i)) for i in range(1, 6)))
+    assert {r.ticket_id for r in results} == {first.ticket_id}
+    assert (_put_many_calls(services) - before) / 2 == 5
