@@ -17,6 +17,7 @@ import importlib
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -94,7 +95,11 @@ class PgServer:
                 conn.execute("CREATE INDEX ON ir_probe USING hnsw (v vector_cosine_ops)")  # SIGILL here
         except psycopg.OperationalError as exc:
             log = self.root / "pgdata" / "log"
-            text = log.read_text(errors="replace") if log.exists() else ""
+            text = ""
+            deadline = time.monotonic() + 10.0  # the postmaster logs the crash a moment later
+            while "signal 4" not in text and time.monotonic() < deadline:
+                time.sleep(0.2)
+                text = log.read_text(errors="replace") if log.exists() else ""
             self.stop()
             if "signal 4: Illegal instruction" in text:
                 pytest.skip(
