@@ -84,35 +84,34 @@ class RepeatWriter:
     def commit(self, repeats: Sequence[Repeat]) -> list[IncidentResult | Exception]:
         """Write ``repeats`` now (blocking): per repeat its outcome, or the error that stopped
         it (``NotFound``: its ticket is gone; ``BackendError``: a store failed)."""
-        out: list[IncidentResult | Exception | None] = [None] * len(repeats)
+        out: dict[int, IncidentResult | Exception] = {}
         by_tenant: dict[str, list[int]] = {}
         for i, repeat in enumerate(repeats):
             by_tenant.setdefault(repeat.tenant, []).append(i)
         for tenant, positions in by_tenant.items():
             try:
-                for i, result in self._commit_tenant(tenant, [repeats[i] for i in positions]).items():
-                    out[positions[i]] = result
+                outcomes = self._commit_tenant(tenant, [repeats[i] for i in positions])
             except Exception as exc:  # one tenant's failure stays its own
-                for i in positions:
-                    out[i] = exc
-        return [o if o is not None else RuntimeError("repeat not committed") for o in out]
+                outcomes = [exc] * len(positions)
+            out.update(zip(positions, outcomes, strict=True))
+        return [out[i] for i in range(len(repeats))]
 
-    def _commit_tenant(self, tenant: str, repeats: Sequence[Repeat]) -> dict[int, IncidentResult | Exception]:
+    def _commit_tenant(self, tenant: str, repeats: Sequence[Repeat]) -> list[IncidentResult | Exception]:
         by_ticket: dict[str, list[Report]] = {}
         for repeat in repeats:
             by_ticket.setdefault(repeat.ticket_id, []).append(repeat.report)
         attached = self._desk.attach(tenant, by_ticket)
         seen: dict[str, int] = {}
-        results: dict[int, IncidentResult | Exception] = {}
-        for i, repeat in enumerate(repeats):
+        results: list[IncidentResult | Exception] = []
+        for repeat in repeats:
             outcome = attached[repeat.ticket_id]
             if isinstance(outcome, NotFound):
-                results[i] = outcome
+                results.append(outcome)
                 continue
             nth = seen.get(repeat.ticket_id, 0)
             seen[repeat.ticket_id] = nth + 1
-            results[i] = _result(repeat, outcome, outcome.regressions[nth])
-        done = [r for r in results.values() if isinstance(r, IncidentResult)]
+            results.append(_result(repeat, outcome, outcome.regressions[nth]))
+        done = [r for r in results if isinstance(r, IncidentResult)]
         if done:
             self._incidents.put_many(tenant, done)
         return results

@@ -225,18 +225,15 @@ class Responder:
     ) -> IncidentResult:
         """Wait for the outcome of a report, queueing it durably if a backend is down."""
         try:
-            result = queued if isinstance(queued, IncidentResult) else await queued
-        except NotFound:
-            # Its ticket vanished (undone by reconcile) after the fingerprint was cached: decide again.
-            self._analyzer.forget(tenant, report.service, norm.fingerprint)
-            # Once only: a second NotFound (ticket gone, its vectors not) propagates.
             try:
+                result = await _settled(queued)
+            except NotFound:
+                # Its ticket vanished (undone by reconcile) after the fingerprint was cached:
+                # decide again, once (a second NotFound, ticket gone but vectors not, propagates).
+                self._analyzer.forget(tenant, report.service, norm.fingerprint)
                 if vector is None:
                     vector = (await self._embed([norm.embed_text]))[0]
-                outcome = await self._process(tenant, report, norm, vector, incident_id)
-                result = outcome if isinstance(outcome, IncidentResult) else await outcome
-            except BackendUnavailable as exc:
-                return await self._queue(tenant, report, incident_id, exc)
+                result = await _settled(await self._process(tenant, report, norm, vector, incident_id))
         except BackendUnavailable as exc:
             return await self._queue(tenant, report, incident_id, exc)
         self._classified(tenant, report, result, started)
@@ -286,8 +283,9 @@ class Responder:
         await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
         norm = self._normalizer.normalize(letter.report.log)
         vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
-        outcome = await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
-        result = outcome if isinstance(outcome, IncidentResult) else await outcome
+        result = await _settled(
+            await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
+        )
         self._classified(letter.tenant, letter.report, result, time.perf_counter())
         return result
 
@@ -333,7 +331,13 @@ class Responder:
                 return self._enqueue(tenant, report, norm, vector, incident_id, decision)
             assert vector is not None  # decide() refuses to search without one
             result = await self._open(
-                tenant, report, norm, incident_id, vector, decision.related_ticket_ids, embedded or {}
+                tenant,
+                report,
+                norm,
+                incident_id,
+                vector,
+                decision.related_ticket_ids,
+                embedded if embedded is not None else {norm.embed_text: vector},
             )
             await self._run("store", lambda: self._incidents.put(tenant, result))
             return result
@@ -376,9 +380,7 @@ class Responder:
     ) -> IncidentResult:
         hits: list[RunbookHit] = await self._run(
             "retrieve",
-            lambda: self._catalog.search(
-                tenant, report.log, plain=norm.embed_text, embedded={**embedded, norm.embed_text: vector}
-            ),
+            lambda: self._catalog.search(tenant, report.log, plain=norm.embed_text, embedded=embedded),
         )
         chunks = self._catalog.grounding(tenant, hits)
         titles = {hit.id: hit.title for hit in hits}
@@ -413,6 +415,11 @@ class Responder:
 
 async def _ready(result: IncidentResult) -> IncidentResult:
     return result
+
+
+async def _settled(outcome: Awaitable[IncidentResult] | IncidentResult) -> IncidentResult:
+    """The outcome of a decision: already known (a new ticket) or still being written (a repeat)."""
+    return outcome if isinstance(outcome, IncidentResult) else await outcome
 
 
 def _title_from(text: str) -> str:

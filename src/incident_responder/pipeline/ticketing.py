@@ -121,13 +121,6 @@ class TicketDesk:
         self._pending.clear(tenant, ticket_id)
         return ticket
 
-    def add_report(self, tenant: str, ticket_id: str, report: Report) -> tuple[Ticket, bool]:
-        """Record a report in an existing ticket; reopens it if resolved. Returns (ticket, was_regression)."""
-        outcome = self.attach(tenant, {ticket_id: [report]})[ticket_id]
-        if isinstance(outcome, NotFound):
-            raise outcome
-        return outcome.ticket, outcome.regressions[0]
-
     def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
         """Record reports in existing tickets (ticket id -> its reports, in order) with one
         write per ticket, all tickets in one group commit; compare-and-swap, retried per
