@@ -55,6 +55,14 @@ class EmbeddedVectorSettings(BaseModel):
     """Qdrant Edge: Qdrant's engine in-process, one shard under the data dir."""
 
     kind: Literal["qdrant-edge"] = "qdrant-edge"
+    float16: bool = Field(
+        True, description="store vectors as float16 (half the memory); applies to a new index only"
+    )
+    flush_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="flush the index this often while written to, truncating its WAL (0: only at exit)",
+    )
 
 
 class QdrantVectorSettings(BaseModel):

@@ -74,7 +74,7 @@ def test_find_set_payload_delete_exists(index: VectorIndex) -> None:
     assert not index.exists(ids[0]) and index.exists(ids[1])
     stored = index.vectors(VectorFilter({"tenant": "t"}))
     assert [p.id for p in stored] == [ids[1]]
-    assert np.allclose(stored[0].vector, _vec(1, 1), atol=1e-6)
+    assert np.allclose(stored[0].vector, _vec(1, 1), atol=1e-3)  # the embedded index keeps float16
 
 
 def test_upsert_replaces(index: VectorIndex) -> None:

@@ -124,7 +124,9 @@ def build_vector_index(cfg: VectorSettings, data_dir: Path, dim: int) -> VectorI
         case EmbeddedVectorSettings():
             from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
 
-            return QdrantEdgeIndex(data_dir / "index", dim)
+            return QdrantEdgeIndex(
+                data_dir / "index", dim, float16=cfg.float16, flush_seconds=cfg.flush_seconds
+            )
         case QdrantVectorSettings():
             from qdrant_client import QdrantClient
 
