@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from incident_responder.settings import Settings
 
 if TYPE_CHECKING:
-    from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
     from incident_responder.container import Services
+    from incident_responder.ports import Embedder
 
 # Real S3 servers (moto, SeaweedFS) and vector servers (pgvector, fake Pinecone), started on demand.
 pytest_plugins = ["tests.s3_servers", "tests.vector_servers"]
@@ -27,10 +27,11 @@ GLOBEX = {"X-API-Key": "globex-key-456"}
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
+def embedder() -> Embedder:
+    """The embedder the service loads by default (the packaged model on torch)."""
+    from incident_responder.backends.embedding.bert import load_embedder
 
-    return SentenceTransformerEmbedder()
+    return load_embedder()
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def make_services(
-    make_settings: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+    make_settings: Callable[..., Settings], embedder: Embedder
 ) -> Iterator[Callable[..., Services]]:
     from incident_responder.container import build_services
 

@@ -24,7 +24,13 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _payload(tenant: str, service: str, n: int) -> dict[str, object]:
-    return {"tenant": tenant, "kind": "incident", "service": service, "ticket_id": f"T{n}", "fingerprint": f"f{n}"}
+    return {
+        "tenant": tenant,
+        "kind": "incident",
+        "service": service,
+        "ticket_id": f"T{n}",
+        "fingerprint": f"f{n}",
+    }
 
 
 def _points(rng: np.random.Generator, n: int) -> list[VectorPoint]:
@@ -121,7 +127,9 @@ def _fill(path: Path, flush_seconds: float) -> int:
     try:
         for round_ in range(25):
             points = _points(rng, 1_000)
-            idx.upsert([VectorPoint(p.id, p.vector, {**p.payload, "log": f"{round_}" * 4_000}) for p in points])
+            idx.upsert(
+                [VectorPoint(p.id, p.vector, {**p.payload, "log": f"{round_}" * 4_000}) for p in points]
+            )
         time.sleep(4 * flush_seconds)
         return _wal_bytes(path)
     finally:

@@ -39,9 +39,9 @@ def build_backends(
 ) -> Backends:
     """Open every configured backend (blocking: loads the model, opens the index)."""
     if embedder is None:
-        from incident_responder.backends.embedding.sentence_transformer import SentenceTransformerEmbedder
+        from incident_responder.backends.embedding.bert import load_embedder
 
-        embedder = SentenceTransformerEmbedder(
+        embedder = load_embedder(
             settings.embedding.model_path,
             batch_size=settings.embedding.batch_size,
             threads=settings.embedding.threads,

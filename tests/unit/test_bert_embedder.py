@@ -1,0 +1,108 @@
+"""The torch-only BERT embedder computes what sentence-transformers computes for the
+packaged model, and anything it does not recognise goes to sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incident_responder.backends.embedding.bert import BertEmbedder, bert_layout, load_embedder
+from incident_responder.backends.embedding.sentence_transformer import (
+    SentenceTransformerEmbedder,
+    packaged_model_path,
+)
+from incident_responder.errors import ConfigError
+from incident_responder.ports import Embedder
+
+TEXTS = [
+    "payment-api: upstream connect error or disconnect/reset before headers, reset reason: overflow",
+    "disk /var/lib/postgresql is 97% full on db-<num>",
+    "OOMKilled: container checkout exceeded memory limit <num>Mi",
+    "TLS handshake timeout talking to vault.internal:<num>",
+    "",
+    "x",
+    "ÉRREUR: la base de données ne répond plus — délai dépassé",
+    "認証サーバーに接続できません (timeout)",
+    "kafka consumer group orders lag " + "partition <num> offset <num> " * 80,  # > 256 tokens: truncated
+    "\t  leading and trailing whitespace \n\n",
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+def test_the_packaged_model_runs_on_the_torch_only_embedder(embedder: Embedder) -> None:
+    assert isinstance(embedder, BertEmbedder)
+    assert embedder.dim == 384
+
+
+def test_vectors_match_sentence_transformers(
+    embedder: Embedder, reference: SentenceTransformerEmbedder
+) -> None:
+    ours, theirs = embedder.embed(TEXTS), reference.embed(TEXTS)
+    assert ours.shape == theirs.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosines = (ours * theirs).sum(axis=1)
+    assert cosines.min() >= 0.9999, dict(zip(TEXTS, cosines.round(6), strict=True))
+
+
+def test_a_text_gets_the_same_vector_alone_or_in_any_batch(embedder: Embedder) -> None:
+    batched = embedder.embed(TEXTS)
+    alone = np.stack([embedder.embed([t])[0] for t in TEXTS])
+    shuffled = embedder.embed(TEXTS[::-1])[::-1]
+    assert np.allclose(batched, alone, atol=1e-5) and np.allclose(batched, shuffled, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_truncation_at_max_seq_length(embedder: Embedder) -> None:
+    head = "kafka consumer group orders lag " + "partition <num> offset <num> " * 80
+    a, b = embedder.embed([head, head + " and then a completely different ending about dns"])
+    assert (
+        float(np.dot(a, b)) > 0.99999
+    )  # the ending is past 256 tokens: cut off, as sentence-transformers does
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    src = packaged_model_path()
+    dst = tmp_path / "model"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    (dst / "model.safetensors").symlink_to(src / "model.safetensors")
+    return dst
+
+
+def test_a_model_with_another_pooling_goes_to_sentence_transformers(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    path = _copy_model(tmp_path)
+    pooling = path / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(config))
+    assert bert_layout(path) is None
+    with pytest.raises(ConfigError, match="mean pooling"):
+        BertEmbedder(path)
+    fallback = load_embedder(path)
+    assert isinstance(fallback, SentenceTransformerEmbedder)
+    cls_vectors, mean_vectors = fallback.embed(TEXTS[:4]), embedder.embed(TEXTS[:4])
+    assert (cls_vectors * mean_vectors).sum(axis=1).min() < 0.99  # it pooled the [CLS] token, as configured
+
+
+def test_a_copy_of_the_packaged_layout_is_recognised(tmp_path: Path, embedder: Embedder) -> None:
+    path = _copy_model(tmp_path)
+    layout = bert_layout(path)
+    assert layout is not None and layout["max_seq_length"] == 256
+    copy = load_embedder(path, batch_size=3)
+    assert isinstance(copy, BertEmbedder)
+    assert np.allclose(copy.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_an_unreadable_model_dir_is_not_bert(tmp_path: Path) -> None:
+    assert bert_layout(tmp_path) is None
+    (tmp_path / "modules.json").write_text("not json")
+    assert bert_layout(tmp_path) is None
