@@ -100,6 +100,11 @@ def build(index: QdrantEdgeIndex, shape: Shape, batch: int, seed: int) -> tuple[
                     "service": _service(int(services[i])),
                     "ticket_id": f"tkt_{int(services[i]):03d}_{int(tickets[i]):06d}",
                     "fingerprint": shape.fingerprint(int(services[i]), int(tickets[i])),
+                    # the rest of what the server writes per report (a typical template)
+                    "template": f"ERROR {_service(int(services[i]))}[<num>]: request <hex> to upstream "
+                    f"<ip>:<num> failed after <duration> (cause {int(tickets[i])})",
+                    "status": "open",
+                    "normalizer_version": "bench",
                 },
             )
             for i in range(n)
@@ -279,6 +284,8 @@ ROWS = (
     ("reopen: first search (ms)", "reopened_first_search_ms", "{:.2f}"),
     ("reopen: search p50 (ms)", "reopened_search_p50_ms", "{:.2f}"),
     ("reopen: search p99 (ms)", "reopened_search_p99_ms", "{:.2f}"),
+    ("reopen: searches with <10 or wrong-service hits", "reopened_search_bad_results", "{:.0f}"),
+    ("reopen: fingerprint lookups finding nothing", "reopened_fingerprint_misses", "{:.0f}"),
     ("reopen: peak RSS of the fresh process (MiB)", "reopen_peak_rss_mb", "{:,.0f}"),
 )
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 
-from incident_responder.backends.vector.qdrant_edge import INDEXED_FIELDS, SCOPE, QdrantEdgeIndex
+from incident_responder.backends.vector.qdrant_edge import INDEXED_FIELDS, SCOPE, QdrantEdgeIndex, scope_of
 from incident_responder.ports import VectorFilter, VectorPoint
 
 DIM = 16
@@ -114,7 +114,14 @@ def test_a_shard_written_before_the_scope_field_is_backfilled_once(tmp_path: Pat
     reopened = qe.EdgeShard.load(str(path))
     try:
         assert SCOPE in reopened.info().payload_schema
-        scoped = qe.Filter(must=[qe.FieldCondition(key=SCOPE, match=qe.MatchValue("t0\x1fincident\x1fs1"))])
+        scoped = qe.Filter(
+            must=[
+                qe.FieldCondition(
+                    key=SCOPE,
+                    match=qe.MatchValue(scope_of({"tenant": "t0", "kind": "incident", "service": "s1"})),
+                )
+            ]
+        )
         assert reopened.count(qe.CountRequest(filter=scoped, exact=True)) == 10
     finally:
         reopened.close()

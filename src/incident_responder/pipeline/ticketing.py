@@ -70,8 +70,7 @@ class TicketDesk:
                 "service": ticket.service,
                 "ticket_id": ticket.ticket_id,
                 "fingerprint": report.fingerprint,
-                "template": report.template,
-                "embed_text": report.embed_text,
+                "template": report.template,  # read by dedup; the embed text lives in the ticket
                 "status": ticket.status,
                 "normalizer_version": self._normalizer_version,
             },

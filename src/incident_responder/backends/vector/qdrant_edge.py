@@ -18,6 +18,7 @@ Shards written before ``_scope`` existed are backfilled once when opened.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,17 +41,18 @@ _PAGE = 1_000
 log = structlog.get_logger(__name__)
 
 
-def _scope_of(payload: Mapping[str, Any]) -> str | None:
+def scope_of(payload: Mapping[str, Any]) -> str | None:
+    """The ``_scope`` keyword of a payload (None unless it has every scope field as text)."""
     if not all(isinstance(payload.get(f), str) for f in SCOPE_FIELDS):
         return None
-    return "\x1f".join(str(payload[f]) for f in SCOPE_FIELDS)
+    return json.dumps([payload[f] for f in SCOPE_FIELDS], ensure_ascii=False, separators=(",", ":"))
 
 
 def _filter(where: VectorFilter) -> qe.Filter | None:
     if not where.equals:
         return None
     equals = dict(where.equals)
-    scope = _scope_of(equals)
+    scope = scope_of(equals)
     if scope is not None:
         for field in SCOPE_FIELDS:
             del equals[field]
@@ -101,7 +103,7 @@ class QdrantEdgeIndex:
         scopes: dict[str, dict[str, str]] = {}
         for record in self._scroll(VectorFilter({}), None, False):
             payload = record.payload or {}
-            scope = _scope_of(payload)
+            scope = scope_of(payload)
             if scope is not None:
                 scopes[scope] = {f: payload[f] for f in SCOPE_FIELDS}
         for scope, fields in scopes.items():
@@ -245,7 +247,7 @@ class QdrantEdgeIndex:
 def _with_scope(payload: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(payload)
     out.pop(SCOPE, None)
-    scope = _scope_of(out)
+    scope = scope_of(out)
     if scope is not None:
         out[SCOPE] = scope
     return out
