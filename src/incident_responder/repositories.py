@@ -50,6 +50,16 @@ class TicketRepository:
     def create(self, ticket: Ticket) -> str:
         return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_absent=True)
 
+    def create_many(self, tickets: Sequence[Ticket]) -> list[str]:
+        """Create several new tickets in one group commit; refuses (``VersionConflict``) if any exists."""
+        written = self._objects.put_many(
+            [ObjectWrite(self.key(t.tenant, t.ticket_id), _dump(t), if_absent=True) for t in tickets]
+        )
+        for result in written:
+            if isinstance(result, VersionConflict):
+                raise result
+        return [str(r) for r in written]
+
     def update(self, ticket: Ticket, version: str) -> str:
         """Compare-and-swap: raises ``VersionConflict`` if the ticket changed since ``version``."""
         ticket.version += 1
@@ -159,11 +169,22 @@ class PendingMarkers:
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 
+    @staticmethod
+    def _key(tenant: str, ticket_id: str) -> str:
+        return f"{tenant}/pending/{ticket_id}.json"
+
     def mark(self, tenant: str, ticket_id: str) -> None:
-        self._objects.put(f"{tenant}/pending/{ticket_id}.json", b"{}")
+        self.mark_many(tenant, [ticket_id])
+
+    def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> None:
+        self._objects.put_many([ObjectWrite(self._key(tenant, t), b"{}") for t in ticket_ids])
 
     def clear(self, tenant: str, ticket_id: str) -> None:
-        self._objects.delete(f"{tenant}/pending/{ticket_id}.json")
+        self._objects.delete(self._key(tenant, ticket_id))
+
+    def clear_many(self, tenant: str, ticket_ids: Sequence[str]) -> None:
+        for ticket_id in ticket_ids:
+            self.clear(tenant, ticket_id)
 
     def all(self, tenant: str) -> list[str]:
         return [

@@ -7,10 +7,26 @@ judged by template likeness and cosine similarity (``matching.choose_match``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
 from incident_responder.pipeline.caching import LruCache
 from incident_responder.pipeline.matching import Candidate, MatchDecision, MatchThresholds, choose_match
 from incident_responder.pipeline.normalize import NormalizedLog
 from incident_responder.ports import Vector, VectorFilter, VectorIndex
+
+
+@dataclass(frozen=True)
+class Recent:
+    """A report that opened or joined a ticket not indexed yet (decided earlier in the same
+    group): dedup weighs it exactly like an indexed one."""
+
+    ticket_id: str
+    fingerprint: str
+    template: str
+    vector: Vector
 
 
 class Analyzer:
@@ -67,8 +83,19 @@ class Analyzer:
             self._known.put((tenant, service, fingerprint), ticket_id)
         return ticket_id
 
-    def decide(self, tenant: str, service: str, norm: NormalizedLog, vector: Vector | None) -> MatchDecision:
+    def decide(
+        self,
+        tenant: str,
+        service: str,
+        norm: NormalizedLog,
+        vector: Vector | None,
+        recent: Sequence[Recent] = (),
+    ) -> MatchDecision:
+        """Which ticket this report joins, among the indexed reports of its tenant+service and
+        ``recent`` (reports of that tenant+service decided but not written yet)."""
         ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
+        if ticket_id is None and self._fast_path:
+            ticket_id = next((r.ticket_id for r in recent if r.fingerprint == norm.fingerprint), None)
         if ticket_id is not None:
             return MatchDecision(
                 ticket_id=ticket_id,
@@ -89,4 +116,12 @@ class Analyzer:
             )
             for h in hits
         ]
+        if recent:
+            scores = np.stack([r.vector for r in recent]) @ np.asarray(vector, dtype=np.float32)
+            candidates.extend(
+                Candidate(ticket_id=r.ticket_id, template=r.template, similarity=float(score))
+                for r, score in zip(recent, scores, strict=True)
+            )
+            candidates.sort(key=lambda c: -c.similarity)  # best first, as the index answers
+            candidates = candidates[: self._search_limit]
         return choose_match(norm.template, candidates, self._thresholds)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TypeVar
 
 from incident_responder.errors import NotFound
-from incident_responder.models import IncidentResult, Match
+from incident_responder.models import IncidentResult, Match, Ticket
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.ticketing import Attached, Report, TicketDesk
 from incident_responder.repositories import IncidentRepository
@@ -118,11 +118,17 @@ class RepeatWriter:
 
 
 def _result(repeat: Repeat, attached: Attached, regression: bool) -> IncidentResult:
-    ticket, decision = attached.ticket, repeat.decision
+    return joined_result(repeat.report.incident_id, attached.ticket, repeat.decision, regression=regression)
+
+
+def joined_result(
+    incident_id: str, ticket: Ticket, decision: MatchDecision, *, regression: bool
+) -> IncidentResult:
+    """The outcome of a report that joined ``ticket``."""
     similarity = round(decision.similarity or 0.0, 4)
     method = decision.method or "fingerprint"
     return IncidentResult(
-        incident_id=repeat.report.incident_id,
+        incident_id=incident_id,
         ticket_id=ticket.ticket_id,
         status="regression" if regression else "existing",
         matched_ticket_id=ticket.ticket_id,

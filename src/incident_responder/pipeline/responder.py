@@ -1,8 +1,10 @@
 """The incident pipeline end to end: normalize -> embed -> dedup -> (retrieve ->
 recommend) -> store. Async at the edge; every blocking stage runs in a worker thread.
 
-The decide-and-write step is serialized per tenant+service, so concurrent identical
-reports can never open two tickets.
+The decide-and-open step is serialized per tenant+service, so concurrent identical
+reports can never open two tickets: a request holds the locks of its services while
+it decides its reports and opens its new tickets (one group write), and releases them
+once those tickets are searchable.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TypeVar
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import structlog
@@ -21,22 +23,26 @@ from opentelemetry.trace import Tracer
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
-from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, RunbookHit
+from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, RunbookChunk, RunbookHit
 from incident_responder.observability.tracing import set_attributes, stage_span
-from incident_responder.pipeline.analyze import Analyzer
+from incident_responder.pipeline.analyze import Analyzer, Recent
 from incident_responder.pipeline.batching import MicroBatcher
-from incident_responder.pipeline.committing import Repeat, RepeatWriter
+from incident_responder.pipeline.committing import Repeat, RepeatWriter, joined_result
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.retrieve import query_text
 from incident_responder.pipeline.runbooks import RunbookCatalog
-from incident_responder.pipeline.ticketing import Report, TicketDesk
+from incident_responder.pipeline.ticketing import Draft, Report, TicketDesk
 from incident_responder.ports import DeadLetterQueue, Embedder, LockProvider, Recommender, Vector
 from incident_responder.repositories import IncidentRepository
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _TITLE_CHARS = 120
+_RECOMMEND_CONCURRENCY = 8
+# Reports decided (and new tickets opened) per group: bounds how long a request holds its
+# services' locks (a shared Redis lock expires after 30 s) when every one needs an LLM call.
+_MAX_GROUP = 64
 
 
 class KeyedLocks:
@@ -111,6 +117,7 @@ class Responder:
         self._locks: LockProvider = locks or KeyedLocks()
         self._tracer = tracer
         self._batcher = batcher
+        self._grouped = group_commit
         self._writer = RepeatWriter(desk=desk, incidents=incidents, run=self._run, grouped=group_commit)
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
@@ -138,9 +145,10 @@ class Responder:
         """Process reports in order, with the same outcome as one request each.
 
         Reports whose exact fingerprint is already known skip the model, the search and
-        the lock: they go straight to the group-commit writer. The others are decided
-        one by one under the tenant+service lock; those that join a ticket are queued to
-        the writer too, so every repeat of the batch lands in one group commit.
+        the lock: they go straight to the group-commit writer. The others are embedded in
+        one model batch and decided in order under their tenant+service locks; those that
+        join a ticket are queued to the writer too (every repeat of the batch lands in one
+        group commit), and the tickets the batch opens are written as one group.
         """
         started = time.perf_counter()
         norms = [self._normalizer.normalize(r.log) for r in reports]
@@ -161,25 +169,24 @@ class Responder:
         if texts:
             embedded = await self._embed(texts)
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
-        outcomes: list[Awaitable[IncidentResult]] = []
-        for report, norm, ticket_id in zip(reports, norms, known, strict=True):
-            incident_id = new_incident_id()
-            if ticket_id is not None:
-                decision = MatchDecision(
-                    ticket_id=ticket_id,
-                    method="fingerprint",
-                    similarity=1.0,
-                    template=norm.template,
-                    related_ticket_ids=(),
-                )
-                queued = self._enqueue(tenant, report, norm, None, incident_id, decision)
-                outcomes.append(self._finish(tenant, report, norm, None, incident_id, queued, started))
+        entries = [
+            _Entry(report, norm, new_incident_id(), None if k is not None else vectors[norm.embed_text], k)
+            for report, norm, k in zip(reports, norms, known, strict=True)
+        ]
+        decided: list[Awaitable[IncidentResult]] = []
+        for group in _groups(entries, _MAX_GROUP if self._grouped else 1):  # naive: one at a time
+            decided.extend(await self._decide(tenant, group, vectors))
+        settled = await asyncio.gather(
+            *(self._settle(tenant, e, outcome) for e, outcome in zip(entries, decided, strict=True))
+        )
+        results = []
+        for entry, outcome in zip(entries, settled, strict=True):
+            if isinstance(outcome, BackendUnavailable):  # queued in request order: replayed in it
+                outcome = await self._queue(tenant, entry.report, entry.incident_id, outcome)
             else:
-                outcome = await self._process_or_queue(
-                    tenant, report, norm, vectors.get(norm.embed_text), incident_id, started, vectors
-                )
-                outcomes.append(outcome)
-        return list(await asyncio.gather(*outcomes))
+                self._classified(tenant, entry.report, outcome, started)
+            results.append(outcome)
+        return results
 
     async def _known_tickets(
         self, tenant: str, reports: Sequence[IncidentReport], norms: Sequence[NormalizedLog]
@@ -200,61 +207,29 @@ class Responder:
                 known[i] = ticket_id
         return known
 
-    def _enqueue(
-        self,
-        tenant: str,
-        report: IncidentReport,
-        norm: NormalizedLog,
-        vector: Vector | None,
-        incident_id: str,
-        decision: MatchDecision,
-    ) -> asyncio.Future[IncidentResult]:
+    def _enqueue(self, tenant: str, entry: _Entry, decision: MatchDecision) -> asyncio.Future[IncidentResult]:
         assert decision.ticket_id is not None
-        rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
-        return self._writer.enqueue(Repeat(tenant, decision.ticket_id, rep, decision))
+        return self._writer.enqueue(Repeat(tenant, decision.ticket_id, entry.as_report(), decision))
 
-    async def _finish(
-        self,
-        tenant: str,
-        report: IncidentReport,
-        norm: NormalizedLog,
-        vector: Vector | None,
-        incident_id: str,
-        queued: Awaitable[IncidentResult] | IncidentResult,
-        started: float,
-    ) -> IncidentResult:
-        """Wait for the outcome of a report, queueing it durably if a backend is down."""
+    async def _settle(
+        self, tenant: str, entry: _Entry, outcome: Awaitable[IncidentResult]
+    ) -> IncidentResult | BackendUnavailable:
+        """Wait for the outcome of a report: the result, or why a backend could not take it."""
+        report = entry.report
         try:
             try:
-                result = await _settled(queued)
+                return await outcome
             except NotFound:
                 # Its ticket vanished (undone by reconcile) after the fingerprint was cached:
                 # decide again, once (a second NotFound, ticket gone but vectors not, propagates).
-                self._analyzer.forget(tenant, report.service, norm.fingerprint)
+                self._analyzer.forget(tenant, report.service, entry.norm.fingerprint)
+                vector = entry.vector
                 if vector is None:
-                    vector = (await self._embed([norm.embed_text]))[0]
-                result = await _settled(await self._process(tenant, report, norm, vector, incident_id))
+                    vector = (await self._embed([entry.norm.embed_text]))[0]
+                again = _Entry(report, entry.norm, entry.incident_id, vector, None)
+                return await (await self._decide(tenant, [again]))[0]
         except BackendUnavailable as exc:
-            return await self._queue(tenant, report, incident_id, exc)
-        self._classified(tenant, report, result, started)
-        return result
-
-    async def _process_or_queue(
-        self,
-        tenant: str,
-        report: IncidentReport,
-        norm: NormalizedLog,
-        vector: Vector | None,
-        incident_id: str,
-        started: float,
-        embedded: Mapping[str, Vector] | None = None,
-    ) -> Awaitable[IncidentResult]:
-        """Decide ``report`` now (in order); the returned awaitable gives its outcome."""
-        try:
-            outcome = await self._process(tenant, report, norm, vector, incident_id, embedded)
-        except BackendUnavailable as exc:
-            return _ready(await self._queue(tenant, report, incident_id, exc))
-        return self._finish(tenant, report, norm, vector, incident_id, outcome, started)
+            return exc
 
     async def _queue(
         self, tenant: str, report: IncidentReport, incident_id: str, exc: BackendUnavailable
@@ -283,9 +258,8 @@ class Responder:
         await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
         norm = self._normalizer.normalize(letter.report.log)
         vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
-        result = await _settled(
-            await self._process(letter.tenant, letter.report, norm, vector, letter.incident_id)
-        )
+        entry = _Entry(letter.report, norm, letter.incident_id, vector, None)
+        result = await (await self._decide(letter.tenant, [entry]))[0]
         self._classified(letter.tenant, letter.report, result, time.perf_counter())
         return result
 
@@ -299,48 +273,148 @@ class Responder:
                 raise exc
             return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
 
-    async def _process(
+    async def _decide(
         self,
         tenant: str,
-        report: IncidentReport,
-        norm: NormalizedLog,
-        vector: Vector | None,
-        incident_id: str,
+        entries: Sequence[_Entry],
         embedded: Mapping[str, Vector] | None = None,
-    ) -> IncidentResult | asyncio.Future[IncidentResult]:
-        """Decide under the tenant+service lock: open a ticket (done, returns the outcome)
-        or join one (queued to the writer, returns the future of the outcome)."""
-        async with self._locks.hold(tenant, report.service):
+    ) -> list[Awaitable[IncidentResult]]:
+        """Decide ``entries`` in order; per entry, the awaitable of its outcome.
 
-            def decide() -> MatchDecision | None:
-                if (
-                    vector is None
-                    and self._analyzer.by_fingerprint(tenant, report.service, norm.fingerprint) is None
-                ):
-                    # Known at the pre-check, gone now (deleted by reconcile): the model is needed after all.
-                    return None
-                return self._analyzer.decide(tenant, report.service, norm, vector)
-
-            decision = await self._run("search", decide)
-            if decision is None:
-                vector = (await self._embed([norm.embed_text]))[0]
-                decision = await self._run(
-                    "search", lambda: self._analyzer.decide(tenant, report.service, norm, vector)
+        Entries whose fingerprint was known go to the group-commit writer as they are.
+        The others are decided together under the locks of their tenant+services (taken
+        in one order: no deadlock), each against the index and against the tickets opened
+        by the entries before it; the new tickets are then opened as one group
+        (``TicketDesk.open_many``) before the locks are released, so the next decision sees
+        them. Outcomes fail with ``BackendUnavailable`` if a store is down, ``NotFound``
+        if a known ticket vanished; the caller queues or re-decides them.
+        """
+        unknown = [e for e in entries if e.known is None]
+        services = sorted({e.report.service for e in unknown})
+        async with AsyncExitStack() as held:
+            plan, failure = _Plan(), None
+            try:
+                for service in services:
+                    await held.enter_async_context(self._locks.hold(tenant, service))
+                if unknown:
+                    plan = await self._run("search", lambda: self._plan(tenant, unknown))
+            except BackendUnavailable as exc:  # a lock or the index: these wait in the queue
+                failure = exc
+            outcomes: list[Awaitable[IncidentResult]] = []
+            opened: dict[str, asyncio.Future[IncidentResult]] = {}
+            loop = asyncio.get_running_loop()
+            for entry in entries:  # repeats are queued in request order: the first one reopens
+                if failure is not None and entry.known is None:
+                    outcomes.append(_failed(failure))
+                    continue
+                decision = (
+                    _fingerprint_match(entry)
+                    if entry.known is not None
+                    else plan.decisions[entry.incident_id]
                 )
-            if decision.ticket_id is not None and decision.method is not None:
-                return self._enqueue(tenant, report, norm, vector, incident_id, decision)
-            assert vector is not None  # decide() refuses to search without one
-            result = await self._open(
-                tenant,
-                report,
-                norm,
-                incident_id,
-                vector,
-                decision.related_ticket_ids,
-                embedded if embedded is not None else {norm.embed_text: vector},
+                if decision.ticket_id is not None and decision.ticket_id not in plan.drafts:
+                    outcomes.append(self._enqueue(tenant, entry, decision))
+                else:
+                    opened[entry.incident_id] = loop.create_future()
+                    outcomes.append(opened[entry.incident_id])
+            if opened:
+                try:
+                    results = await self._open(tenant, plan, embedded or {})
+                except BackendUnavailable as exc:
+                    for future in opened.values():
+                        future.set_exception(exc)
+                else:
+                    for incident_id, future in opened.items():
+                        future.set_result(results[incident_id])
+        return outcomes
+
+    def _plan(self, tenant: str, unknown: Sequence[_Entry]) -> _Plan:
+        """Decide each entry in order (blocking: searches the index)."""
+        plan = _Plan()
+        recent: dict[str, list[Recent]] = {}
+        for entry in unknown:
+            service = entry.report.service
+            assert entry.vector is not None  # an unknown fingerprint is always embedded
+            decision = self._analyzer.decide(
+                tenant, service, entry.norm, entry.vector, recent.get(service, ())
             )
-            await self._run("store", lambda: self._incidents.put(tenant, result))
-            return result
+            if decision.ticket_id is None:
+                report = entry.report
+                draft = Draft(
+                    service=service,
+                    ticket_id=new_ticket_id(),
+                    title=report.title or _title_from(entry.norm.message or report.log),
+                    severity=report.severity,
+                    labels=report.labels,
+                    reports=[],
+                )
+                plan.drafts[draft.ticket_id] = (draft, entry, decision)
+                decision = MatchDecision(
+                    draft.ticket_id, None, None, decision.template, decision.related_ticket_ids
+                )
+            plan.decisions[entry.incident_id] = decision
+            opening = plan.drafts.get(decision.ticket_id or "")
+            if opening is not None:
+                draft = opening[0]
+                if all(r.fingerprint != entry.norm.fingerprint for r in draft.reports):
+                    recent.setdefault(service, []).append(
+                        Recent(draft.ticket_id, entry.norm.fingerprint, entry.norm.template, entry.vector)
+                    )
+                draft.reports.append(entry.as_report())
+        return plan
+
+    async def _open(
+        self, tenant: str, plan: _Plan, embedded: Mapping[str, Vector]
+    ) -> dict[str, IncidentResult]:
+        """Ground, recommend and open every new ticket of ``plan`` as one group; per
+        incident id of their reports, the outcome (stored before this returns)."""
+        firsts = [(draft, entry) for draft, entry, _ in plan.drafts.values()]
+
+        def retrieve() -> list[tuple[list[RunbookHit], list[RunbookChunk], dict[str, str]]]:
+            out = []
+            for _, e in firsts:
+                assert e.vector is not None
+                vectors = embedded or {e.norm.embed_text: e.vector}
+                hits = self._catalog.search(tenant, e.report.log, plain=e.norm.embed_text, embedded=vectors)
+                out.append((hits, self._catalog.grounding(tenant, hits), {h.id: h.title for h in hits}))
+            return out
+
+        grounded = await self._run("retrieve", retrieve)
+        gate = asyncio.Semaphore(_RECOMMEND_CONCURRENCY)  # a remote LLM answers several at once
+
+        async def recommend(log_text: str, chunks: list[RunbookChunk], titles: dict[str, str]) -> Any:
+            async with gate:
+                return await self._run(
+                    "recommend", lambda: self._recommender.recommend(log_text, chunks, titles)
+                )
+
+        recommendations = await asyncio.gather(
+            *(
+                recommend(e.report.log, chunks, titles)
+                for (_, e), (_, chunks, titles) in zip(firsts, grounded, strict=True)
+            )
+        )
+        for (draft, _), (hits, _, _), recommendation in zip(firsts, grounded, recommendations, strict=True):
+            draft.runbooks, draft.recommendation = hits, recommendation
+        drafts = [draft for draft, _ in firsts]
+        tickets = await self._run("store", lambda: self._desk.open_many(tenant, drafts))
+        results: dict[str, IncidentResult] = {}
+        for (draft, entry, decision), ticket in zip(plan.drafts.values(), tickets, strict=True):
+            results[entry.incident_id] = IncidentResult(
+                incident_id=entry.incident_id,
+                ticket_id=ticket.ticket_id,
+                status="new",
+                related_ticket_ids=list(decision.related_ticket_ids),
+                runbooks=draft.runbooks,
+                recommendation=draft.recommendation,
+            )
+            for report in draft.reports[1:]:
+                results[report.incident_id] = joined_result(
+                    report.incident_id, ticket, plan.decisions[report.incident_id], regression=False
+                )
+        stored = list(results.values())
+        await self._run("store", lambda: self._incidents.put_many(tenant, stored))
+        return results
 
     def _classified(
         self, tenant: str, report: IncidentReport, result: IncidentResult, started: float
@@ -368,58 +442,58 @@ class Responder:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    async def _open(
-        self,
-        tenant: str,
-        report: IncidentReport,
-        norm: NormalizedLog,
-        incident_id: str,
-        vector: Vector,
-        related: Sequence[str],
-        embedded: Mapping[str, Vector],
-    ) -> IncidentResult:
-        hits: list[RunbookHit] = await self._run(
-            "retrieve",
-            lambda: self._catalog.search(tenant, report.log, plain=norm.embed_text, embedded=embedded),
-        )
-        chunks = self._catalog.grounding(tenant, hits)
-        titles = {hit.id: hit.title for hit in hits}
-        recommendation = await self._run(
-            "recommend", lambda: self._recommender.recommend(report.log, chunks, titles)
-        )
-        title = report.title or _title_from(norm.message or report.log)
-        rep = Report(incident_id, report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
-        ticket = await self._run(
-            "store",
-            lambda: self._desk.open_ticket(
-                tenant=tenant,
-                service=report.service,
-                ticket_id=new_ticket_id(),
-                title=title,
-                severity=report.severity,
-                labels=report.labels,
-                report=rep,
-                runbooks=hits,
-                recommendation=recommendation,
-            ),
-        )
-        return IncidentResult(
-            incident_id=incident_id,
-            ticket_id=ticket.ticket_id,
-            status="new",
-            related_ticket_ids=list(related),
-            runbooks=hits,
-            recommendation=recommendation,
-        )
+
+@dataclass(frozen=True)
+class _Entry:
+    """One report of a request on its way through :meth:`Responder._decide`."""
+
+    report: IncidentReport
+    norm: NormalizedLog
+    incident_id: str
+    vector: Vector | None  # None only when its fingerprint was known
+    known: str | None  # the ticket holding its fingerprint, if known before deciding
+
+    def as_report(self) -> Report:
+        n = self.norm
+        return Report(self.incident_id, self.report.log, n.fingerprint, n.template, n.embed_text, self.vector)
 
 
-async def _ready(result: IncidentResult) -> IncidentResult:
-    return result
+@dataclass
+class _Plan:
+    """The decisions of one group: per incident id its decision (a new ticket's id for the
+    reports that open or join one), and the new tickets with what opened each."""
+
+    decisions: dict[str, MatchDecision] = field(default_factory=dict)
+    drafts: dict[str, tuple[Draft, _Entry, MatchDecision]] = field(default_factory=dict)
 
 
-async def _settled(outcome: Awaitable[IncidentResult] | IncidentResult) -> IncidentResult:
-    """The outcome of a decision: already known (a new ticket) or still being written (a repeat)."""
-    return outcome if isinstance(outcome, IncidentResult) else await outcome
+def _groups(entries: Sequence[_Entry], size: int) -> Iterator[list[_Entry]]:
+    """Consecutive runs of ``entries`` with at most ``size`` unknown fingerprints each."""
+    group: list[_Entry] = []
+    unknown = 0
+    for entry in entries:
+        if entry.known is None:
+            if unknown == size:
+                yield group
+                group, unknown = [], 0
+            unknown += 1
+        group.append(entry)
+    if group:
+        yield group
+
+
+def _fingerprint_match(entry: _Entry) -> MatchDecision:
+    return MatchDecision(
+        ticket_id=entry.known,
+        method="fingerprint",
+        similarity=1.0,
+        template=entry.norm.template,
+        related_ticket_ids=(),
+    )
+
+
+async def _failed(exc: Exception) -> IncidentResult:
+    raise exc
 
 
 def _title_from(text: str) -> str:

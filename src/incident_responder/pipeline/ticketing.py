@@ -1,9 +1,10 @@
 """Tickets and their vectors, written in an order that a crash cannot make inconsistent.
 
 Creating a ticket is three writes: an intent marker, the ticket, the vector; then the
-marker is removed. A crash leaves the marker behind, and ``reconcile`` (run at
-start-up) finishes or undoes the pair: a ticket without its vector gets it
-(re-embedded from the stored template), a vector without its ticket is deleted.
+marker is removed (for a group of new tickets: all markers, all tickets, one upsert).
+A crash leaves the marker behind, and ``reconcile`` (run at start-up) finishes or
+undoes the pair: a ticket without its vector gets it (re-embedded from the stored
+template), a vector without its ticket is deleted.
 Updates (occurrence, regression, resolve) are compare-and-swap on the ticket and
 retried on conflict, so concurrent writers never lose each other's changes.
 """
@@ -11,7 +12,7 @@ retried on conflict, so concurrent writers never lose each other's changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -90,35 +91,54 @@ class TicketDesk:
         recommendation: Recommendation | None,
         before_vector: Callable[[], None] | None = None,
     ) -> Ticket:
-        ticket = Ticket(
-            ticket_id=ticket_id,
-            tenant=tenant,
-            service=service,
-            title=title,
-            severity=severity,
-            labels=labels,
-            runbooks=list(runbooks),
-            recommendation=recommendation,
-            signatures={
-                report.fingerprint: Signature(template=report.template, embed_text=report.embed_text)
-            },
-            normalizer_version=self._normalizer_version,
-            comments=[
-                Comment(
-                    kind="occurrence",
-                    author="incident-responder",
-                    body=report.log,
-                    incident_id=report.incident_id,
-                )
-            ],
-        )
-        self._pending.mark(tenant, ticket_id)
-        self._tickets.create(ticket)
+        draft = Draft(service, ticket_id, title, severity, labels, [report], list(runbooks), recommendation)
+        return self.open_many(tenant, [draft], before_vector=before_vector)[0]
+
+    def open_many(
+        self, tenant: str, drafts: Sequence[Draft], *, before_vector: Callable[[], None] | None = None
+    ) -> list[Ticket]:
+        """Open several tickets as one group: their markers, then the tickets, then every
+        vector in one upsert, then the markers cleared. Each draft's first report opens
+        its ticket; the others joined it before it was written and count as occurrences."""
+        if not drafts:
+            return []
+        tickets: list[Ticket] = []
+        points: list[VectorPoint] = []
+        for draft in drafts:
+            first = draft.reports[0]
+            ticket = Ticket(
+                ticket_id=draft.ticket_id,
+                tenant=tenant,
+                service=draft.service,
+                title=draft.title,
+                severity=draft.severity,
+                labels=draft.labels,
+                runbooks=list(draft.runbooks),
+                recommendation=draft.recommendation,
+                signatures={
+                    first.fingerprint: Signature(template=first.template, embed_text=first.embed_text)
+                },
+                normalizer_version=self._normalizer_version,
+                comments=[
+                    Comment(
+                        kind="occurrence",
+                        author="incident-responder",
+                        body=first.log,
+                        incident_id=first.incident_id,
+                    )
+                ],
+            )
+            points.append(self._point(ticket, first))
+            points.extend(self._point(ticket, r) for r in _apply(ticket, draft.reports[1:]).new_templates)
+            tickets.append(ticket)
+        ids = [t.ticket_id for t in tickets]
+        self._pending.mark_many(tenant, ids)
+        self._tickets.create_many(tickets)
         if before_vector is not None:  # fault injection point for tests
             before_vector()
-        self._index.upsert([self._point(ticket, report)])
-        self._pending.clear(tenant, ticket_id)
-        return ticket
+        self._index.upsert(points)
+        self._pending.clear_many(tenant, ids)
+        return tickets
 
     def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
         """Record reports in existing tickets (ticket id -> its reports, in order) with one
@@ -228,6 +248,20 @@ class TicketDesk:
         ]
         self._index.upsert(points)
         return len(points)
+
+
+@dataclass
+class Draft:
+    """A ticket not written yet: what opens it, and every report that joined it meanwhile."""
+
+    service: str
+    ticket_id: str
+    title: str
+    severity: Severity | None
+    labels: dict[str, str]
+    reports: list[Report]  # the first opens the ticket
+    runbooks: list[RunbookHit] = field(default_factory=list)
+    recommendation: Recommendation | None = None
 
 
 @dataclass(frozen=True)
