@@ -238,3 +238,20 @@ async def test_a_large_batch_is_opened_in_bounded_groups_and_stays_in_order(
     # groups of at most 64 new tickets: two openings of three writes, then the repeat's two
     assert _put_many_calls(services) - before == 2 * 3 + 2
     assert _pending(services, "acme") == []
+
+
+async def test_concurrent_single_reports_share_group_openings(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    reports = [_report(kind, n) for n in range(5) for kind in KINDS]
+    before = _put_many_calls(services)
+    results = await asyncio.gather(*(services.responder.handle("acme", r) for r in reports))
+    by_kind: dict[str, set[str | None]] = {}
+    for report, result in zip(reports, results, strict=True):
+        by_kind.setdefault(report.service, set()).add(result.ticket_id)
+    assert all(len(ids) == 1 for ids in by_kind.values()) and len(by_kind) == len(KINDS)
+    assert sum(r.status == "new" for r in results) == len(KINDS)
+    # 20 single requests; one at a time they would cost 4 openings x 3 + 16 repeats x 2 = 44
+    # writes. Embedded in one model batch, they are decided and opened as one group (3 writes).
+    assert _put_many_calls(services) - before <= 22
+    for r in results:
+        assert (await services.responder.lookup("acme", r.incident_id)).ticket_id == r.ticket_id

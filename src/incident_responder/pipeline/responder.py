@@ -27,6 +27,7 @@ from incident_responder.models import DeadLetter, IncidentReport, IncidentResult
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer, Recent
 from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.coalescing import Coalescer
 from incident_responder.pipeline.committing import Repeat, RepeatWriter, joined_result
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
@@ -118,6 +119,7 @@ class Responder:
         self._tracer = tracer
         self._batcher = batcher
         self._grouped = group_commit
+        self._decider: Coalescer[_Entry, Awaitable[IncidentResult]] = Coalescer(self._decide_groups)
         self._writer = RepeatWriter(desk=desk, incidents=incidents, run=self._run, grouped=group_commit)
 
     async def _run(self, stage: str, fn: Callable[[], T]) -> T:
@@ -170,12 +172,23 @@ class Responder:
             embedded = await self._embed(texts)
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
         entries = [
-            _Entry(report, norm, new_incident_id(), None if k is not None else vectors[norm.embed_text], k)
+            _Entry(
+                report,
+                norm,
+                new_incident_id(),
+                None if k is not None else vectors[norm.embed_text],
+                k,
+                vectors,
+            )
             for report, norm, k in zip(reports, norms, known, strict=True)
         ]
-        decided: list[Awaitable[IncidentResult]] = []
-        for group in _groups(entries, _MAX_GROUP if self._grouped else 1):  # naive: one at a time
-            decided.extend(await self._decide(tenant, group, vectors))
+        decided: list[Awaitable[IncidentResult]]
+        if not self._grouped:  # naive mode: one report at a time
+            decided = [outcome for e in entries for outcome in await self._decide(tenant, [e])]
+        elif all(e.known is not None for e in entries):  # repeats only: straight to the writer
+            decided = await self._decide(tenant, entries)
+        else:  # decided with the reports of every request that arrives meanwhile
+            decided = await self._decider.submit(tenant, entries)
         settled = await asyncio.gather(
             *(self._settle(tenant, e, outcome) for e, outcome in zip(entries, decided, strict=True))
         )
@@ -226,7 +239,7 @@ class Responder:
                 vector = entry.vector
                 if vector is None:
                     vector = (await self._embed([entry.norm.embed_text]))[0]
-                again = _Entry(report, entry.norm, entry.incident_id, vector, None)
+                again = _Entry(report, entry.norm, entry.incident_id, vector, None, entry.embedded)
                 return await (await self._decide(tenant, [again]))[0]
         except BackendUnavailable as exc:
             return exc
@@ -273,12 +286,13 @@ class Responder:
                 raise exc
             return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
 
-    async def _decide(
-        self,
-        tenant: str,
-        entries: Sequence[_Entry],
-        embedded: Mapping[str, Vector] | None = None,
-    ) -> list[Awaitable[IncidentResult]]:
+    async def _decide_groups(self, tenant: str, entries: list[_Entry]) -> list[Awaitable[IncidentResult]]:
+        decided: list[Awaitable[IncidentResult]] = []
+        for group in _groups(entries, _MAX_GROUP):
+            decided.extend(await self._decide(tenant, group))
+        return decided
+
+    async def _decide(self, tenant: str, entries: Sequence[_Entry]) -> list[Awaitable[IncidentResult]]:
         """Decide ``entries`` in order; per entry, the awaitable of its outcome.
 
         Entries whose fingerprint was known go to the group-commit writer as they are.
@@ -319,7 +333,7 @@ class Responder:
                     outcomes.append(opened[entry.incident_id])
             if opened:
                 try:
-                    results = await self._open(tenant, plan, embedded or {})
+                    results = await self._open(tenant, plan)
                 except BackendUnavailable as exc:
                     for future in opened.values():
                         future.set_exception(exc)
@@ -363,9 +377,7 @@ class Responder:
                 draft.reports.append(entry.as_report())
         return plan
 
-    async def _open(
-        self, tenant: str, plan: _Plan, embedded: Mapping[str, Vector]
-    ) -> dict[str, IncidentResult]:
+    async def _open(self, tenant: str, plan: _Plan) -> dict[str, IncidentResult]:
         """Ground, recommend and open every new ticket of ``plan`` as one group; per
         incident id of their reports, the outcome (stored before this returns)."""
         firsts = [(draft, entry) for draft, entry, _ in plan.drafts.values()]
@@ -374,7 +386,7 @@ class Responder:
             out = []
             for _, e in firsts:
                 assert e.vector is not None
-                vectors = embedded or {e.norm.embed_text: e.vector}
+                vectors = e.embedded if e.norm.embed_text in e.embedded else {e.norm.embed_text: e.vector}
                 hits = self._catalog.search(tenant, e.report.log, plain=e.norm.embed_text, embedded=vectors)
                 out.append((hits, self._catalog.grounding(tenant, hits), {h.id: h.title for h in hits}))
             return out
@@ -452,6 +464,7 @@ class _Entry:
     incident_id: str
     vector: Vector | None  # None only when its fingerprint was known
     known: str | None  # the ticket holding its fingerprint, if known before deciding
+    embedded: Mapping[str, Vector] = field(default_factory=dict)  # its request's vectors, by text
 
     def as_report(self) -> Report:
         n = self.norm
