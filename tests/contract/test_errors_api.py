@@ -138,3 +138,29 @@ async def test_not_ready_is_503(make_settings: Callable[..., Settings]) -> None:
             503,
             "backend_unavailable",
         )
+
+
+def _requests_counted(text: str, route: str, code: str) -> float:
+    prefix = f'ir_http_requests_total{{code="{code}",route="{route}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_every_answer_is_counted_by_route_template_and_status(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/metrics")).text
+    assert (
+        await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+    ).status_code == 201
+    assert (await client.get("/v1/tickets/tkt_nope", headers=ACME)).status_code == 404
+    assert (await client.post("/v1/incidents", json={"service": ""}, headers=ACME)).status_code == 422
+    assert (await client.get("/no/such/path", headers=ACME)).status_code == 404
+    after = (await client.get("/metrics")).text
+    for route, code in (
+        ("/v1/incidents", "201"),
+        ("/v1/tickets/{ticket_id}", "404"),
+        ("/v1/incidents", "422"),
+        ("unmatched", "404"),
+    ):
+        assert _requests_counted(after, route, code) - _requests_counted(before, route, code) == 1, (
+            route,
+            code,
+        )

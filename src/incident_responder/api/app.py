@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from incident_responder import __version__
 from incident_responder.api.auth import KeyRing
@@ -110,21 +110,41 @@ def create_app(
     for module in (incidents, tickets, runbooks, ops):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.stage_seconds.labels("request").observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if provider is not None:
         instrument_app(app, provider)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     return app
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: counts requests by route and status and times them (a
+    ``@app.middleware("http")`` costs a task and two memory streams per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app fails before answering, the error handler's answer is a 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")  # set by the router, in place
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.stage_seconds.labels("request").observe(time.perf_counter() - started)
 
 
 def app_from_environment() -> FastAPI:
