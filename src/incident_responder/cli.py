@@ -27,13 +27,16 @@ app.add_typer(dlq_app, name="dlq")
 
 
 # How every server process runs: uvloop + httptools, our own structured logs instead of
-# uvicorn's access log, 30 s for in-flight requests after SIGTERM.
+# uvicorn's access log, 30 s for in-flight requests after SIGTERM, and idle keep-alive
+# connections kept 75 s: longer than the usual 60 s idle timeout of load balancers, so the
+# server never closes a connection just as a client or proxy sends on it.
 _UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
     "log_level": "warning",
     "access_log": False,
     "timeout_graceful_shutdown": 30,
+    "timeout_keep_alive": 75,
 }
 
 
