@@ -47,9 +47,6 @@ class TicketRepository:
     def exists(self, tenant: str, ticket_id: str) -> bool:
         return self._objects.get(self.key(tenant, ticket_id)) is not None
 
-    def create(self, ticket: Ticket) -> str:
-        return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_absent=True)
-
     def create_many(self, tickets: Sequence[Ticket]) -> list[str]:
         """Create several new tickets in one group commit; refuses (``VersionConflict``) if any exists."""
         written = self._objects.put_many(
@@ -172,9 +169,6 @@ class PendingMarkers:
     @staticmethod
     def _key(tenant: str, ticket_id: str) -> str:
         return f"{tenant}/pending/{ticket_id}.json"
-
-    def mark(self, tenant: str, ticket_id: str) -> None:
-        self.mark_many(tenant, [ticket_id])
 
     def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> None:
         self._objects.put_many([ObjectWrite(self._key(tenant, t), b"{}") for t in ticket_ids])

@@ -203,7 +203,7 @@ DeadLetterSettings = Annotated[LocalDeadLetterSettings | SqsDeadLetterSettings, 
 class PerformanceSettings(BaseModel):
     naive: bool = Field(
         False,
-        description="turn off every cache, the fingerprint fast path, micro-batching and group commit/opening",
+        description="no caches, no fingerprint fast path, no micro-batching, no group commit or opening",
     )
     embedding_cache_size: int = Field(
         50_000, ge=0, description="texts whose embeddings are kept (LRU; 0 = off)"

@@ -17,7 +17,7 @@ import pytest
 from incident_responder.container import Services
 from incident_responder.ids import new_ticket_id
 from incident_responder.models import IncidentReport
-from incident_responder.pipeline.ticketing import Report, incident_point_id
+from incident_responder.pipeline.ticketing import Draft, Report, incident_point_id
 from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
 from tests.helpers import db_log, disk_log
@@ -56,16 +56,18 @@ async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
     vector = services.backends.embedder.embed([norm.embed_text])[0]
     ticket_id = new_ticket_id()
     with pytest.raises(Boom):
-        services.desk.open_ticket(
-            tenant="acme",
-            service="api",
-            ticket_id=ticket_id,
-            title="t",
-            severity=None,
-            labels={},
-            report=Report("inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector),
-            runbooks=[],
-            recommendation=None,
+        services.desk.open_many(
+            "acme",
+            [
+                Draft(
+                    "api",
+                    ticket_id,
+                    "t",
+                    None,
+                    {},
+                    [Report("inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector)],
+                )
+            ],
             before_vector=_crash,
         )
     point = incident_point_id("acme", ticket_id, norm.fingerprint)
@@ -90,7 +92,7 @@ async def test_vector_without_ticket_is_removed_at_startup(
     # The state a crash leaves when the ticket write itself never landed.
     from incident_responder.repositories import PendingMarkers
 
-    PendingMarkers(services.backends.objects).mark("acme", orphan)
+    PendingMarkers(services.backends.objects).mark_many("acme", [orphan])
     services.backends.index.upsert(
         [
             VectorPoint(

@@ -77,23 +77,6 @@ class TicketDesk:
             },
         )
 
-    def open_ticket(
-        self,
-        *,
-        tenant: str,
-        service: str,
-        ticket_id: str,
-        title: str,
-        severity: Severity | None,
-        labels: dict[str, str],
-        report: Report,
-        runbooks: Sequence[RunbookHit],
-        recommendation: Recommendation | None,
-        before_vector: Callable[[], None] | None = None,
-    ) -> Ticket:
-        draft = Draft(service, ticket_id, title, severity, labels, [report], list(runbooks), recommendation)
-        return self.open_many(tenant, [draft], before_vector=before_vector)[0]
-
     def open_many(
         self, tenant: str, drafts: Sequence[Draft], *, before_vector: Callable[[], None] | None = None
     ) -> list[Ticket]:
