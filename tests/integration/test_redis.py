@@ -163,3 +163,55 @@ def test_embedding_cache_is_shared_and_never_fails(db_url: str) -> None:
         broken = RedisVectorCache(down, dim=4, ttl_seconds=60)
         broken.put("text", vec)  # a cache outage is a miss, never an error
         assert broken.get("text") is None
+
+
+async def test_a_lock_held_longer_than_its_timeout_is_renewed(db_url: str) -> None:
+    clients = [redis.Redis.from_url(db_url) for _ in range(2)]
+    prefix = f"ir:test:{uuid.uuid4().hex}:"
+    holder, rival = (RedisLocks(c, prefix=prefix, timeout=0.6, blocking_timeout=0.1) for c in clients)
+    try:
+        async with holder.hold("acme", "payments"):
+            await asyncio.sleep(1.5)  # 2.5 timeouts: without renewal the lock would have expired
+            with pytest.raises(BackendUnavailable, match="timed out"):
+                async with rival.hold("acme", "payments"):
+                    pass
+        async with rival.hold("acme", "payments"):  # released on exit: free at once
+            pass
+    finally:
+        for c in clients:
+            c.close()
+
+
+async def test_a_dead_holders_lock_still_expires(db_url: str) -> None:
+    from incident_responder.backends.redis.coordination import _name
+
+    client = redis.Redis.from_url(db_url)
+    prefix = f"ir:test:{uuid.uuid4().hex}:"
+    try:
+        # A holder that died: its key is there with its expiry, and nobody renews it.
+        client.set(_name(prefix, ("acme", "payments")), "dead-holder", px=400)
+        locks = RedisLocks(client, prefix=prefix, timeout=5, blocking_timeout=2)
+        started = asyncio.get_running_loop().time()
+        async with locks.hold("acme", "payments"):
+            waited = asyncio.get_running_loop().time() - started
+        assert 0.2 < waited < 2.0
+    finally:
+        client.close()
+
+
+async def test_a_lock_lost_while_held_is_reported_not_raised(db_url: str) -> None:
+    from structlog.testing import capture_logs
+
+    from incident_responder.backends.redis.coordination import _name
+
+    client = redis.Redis.from_url(db_url)
+    prefix = f"ir:test:{uuid.uuid4().hex}:"
+    locks = RedisLocks(client, prefix=prefix, timeout=0.6)
+    try:
+        with capture_logs() as events:
+            async with locks.hold("acme", "payments"):
+                client.delete(_name(prefix, ("acme", "payments")))  # e.g. evicted, or Redis restarted
+                await asyncio.sleep(0.4)  # the renewer finds it gone
+        assert {"redis.lock_lost", "redis.lock_expired_before_release"} <= {e["event"] for e in events}
+    finally:
+        client.close()

@@ -2,12 +2,13 @@
 
 The lock serializes the decide-and-write step for one tenant+service across every
 process (so a storm hitting N replicas still opens one ticket). It is taken after an
-in-process lock for the same key, so a process sends Redis one waiter per key, and it
-expires by itself (``timeout``) if its holder dies.
+in-process lock for the same key, so a process sends Redis one waiter per key; its
+holder renews it while it works, and it expires by itself (``timeout``) if the holder dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +48,20 @@ class RedisLocks:
         self._blocking_timeout = blocking_timeout
         self._local = KeyedLocks()
 
+    async def _renew(self, lock: Any) -> None:
+        """Reset the lock's expiry every third of ``timeout`` while it is held: a group of new
+        tickets waiting on an LLM may hold it longer than ``timeout``. A dead holder stops
+        renewing, so the lock still expires by itself."""
+        while True:
+            await asyncio.sleep(self._timeout / 3)
+            try:
+                await anyio.to_thread.run_sync(lock.reacquire)
+            except LockError:  # lost already (expired while Redis was unreachable)
+                log.warning("redis.lock_lost", timeout=self._timeout)
+                return
+            except RedisError as exc:  # try again next round; it may still expire
+                log.warning("redis.lock_renew_failed", error=type(exc).__name__)
+
     @asynccontextmanager
     async def hold(self, *key: str) -> AsyncIterator[None]:
         async with self._local.hold(*key):
@@ -65,9 +80,13 @@ class RedisLocks:
                 raise BackendUnavailable(f"redis lock failed: {type(exc).__name__}") from exc
             if not acquired:
                 raise BackendUnavailable("timed out waiting for the shared lock")
+            renewer = asyncio.create_task(self._renew(lock))
             try:
                 yield
             finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
                 try:
                     await anyio.to_thread.run_sync(lock.release)
                 except LockError:
