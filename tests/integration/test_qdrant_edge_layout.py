@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 
-from incident_responder.backends.vector.qdrant_edge import INDEXED_FIELDS, SCOPE, QdrantEdgeIndex, scope_of
+from incident_responder.backends.vector.qdrant_edge import LEGACY_FIELDS, SCOPE, QdrantEdgeIndex, scope_of
 from incident_responder.ports import VectorFilter, VectorPoint
 
 DIM = 16
@@ -93,7 +93,7 @@ def test_a_shard_written_before_the_scope_field_is_backfilled_once(tmp_path: Pat
     shard = qe.EdgeShard.create(
         str(path), qe.EdgeConfig(vectors={"v": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)})
     )
-    for name in INDEXED_FIELDS:
+    for name in LEGACY_FIELDS:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
     points = _points(np.random.default_rng(3), 60)
     shard.update(
@@ -165,3 +165,24 @@ def test_float32_storage_can_still_be_chosen(tmp_path: Path) -> None:
         assert np.allclose(stored.vector, vector, atol=1e-6)
     finally:
         idx.close()
+
+
+def test_a_new_shard_indexes_only_the_fields_that_narrow_a_filter(tmp_path: Path) -> None:
+    from incident_responder.backends.vector.qdrant_edge import INDEXED_FIELDS
+
+    points = _points(np.random.default_rng(6), 30)
+    idx = QdrantEdgeIndex(tmp_path / "i", DIM, flush_seconds=0)
+    try:
+        idx.upsert(points)
+        # filters on unindexed fields (tenant, service) still answer exactly
+        assert idx.count(VectorFilter({"tenant": "t1"})) == 15
+        assert {h.id for h in idx.find(VectorFilter({"tenant": "t0", "service": "s2"}), limit=50)} == {
+            p.id for p in points if p.payload["tenant"] == "t0" and p.payload["service"] == "s2"
+        }
+    finally:
+        idx.close()
+    shard = qe.EdgeShard.load(str(tmp_path / "i"))
+    try:
+        assert set(shard.info().payload_schema) == set(INDEXED_FIELDS)
+    finally:
+        shard.close()

@@ -9,11 +9,12 @@ request path (it rebuilds segments and can take minutes at scale); filtered quer
 are exact scans over the keyword payload indexes, which is what we want for "the
 reports of one tenant+service".
 
-Two layout choices keep a million stored incidents small and fast (``bench/index_1m.py``):
-vectors are stored as float16 (half the memory; cosine scores move by < 1e-3), and every
+Three layout choices keep a million stored incidents small and fast (``bench/index_1m.py``):
+vectors are stored as float16 (half the memory; cosine scores move by < 1e-3); every
 point carries one ``_scope`` keyword (tenant, kind and service joined) so the dedup
-search filters on one indexed field instead of intersecting three (3-4x faster).
-Shards written before ``_scope`` existed are backfilled once when opened.
+search filters on one indexed field instead of intersecting three (3-4x faster); and
+only the fields that narrow a filter are indexed (see ``INDEXED_FIELDS``). Shards
+written before ``_scope`` existed are backfilled once when opened.
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ from incident_responder.errors import BackendUnavailable
 from incident_responder.ports import VectorFilter, VectorHit, VectorPoint
 
 _VECTOR = "v"
-# Payload fields the service filters on; each gets a keyword index.
-INDEXED_FIELDS = ("tenant", "kind", "service", "ticket_id", "fingerprint", "runbook_id")
 # A filter on all of these is answered from one compound keyword (the dedup search's filter).
 SCOPE_FIELDS = ("tenant", "kind", "service")
 SCOPE = "_scope"
+# The keyword indexes of a new shard: every filter the service runs has one of these that
+# narrows it to a few points (tenant, kind and service through the scope; runbooks through
+# ``kind``). Each index costs ~110 MiB per million points, so tenant and service alone have
+# none (filters on them are checked on the narrowed points).
+INDEXED_FIELDS = ("kind", "ticket_id", "fingerprint", "runbook_id", SCOPE)
+# What shards written before the scope existed have.
+LEGACY_FIELDS = ("tenant", "kind", "service", "ticket_id", "fingerprint", "runbook_id")
 _PAGE = 1_000
 log = structlog.get_logger(__name__)
 
@@ -82,7 +88,7 @@ class QdrantEdgeIndex:
             else:
                 path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors={_VECTOR: params}))
-                for name in (*INDEXED_FIELDS, SCOPE):
+                for name in INDEXED_FIELDS:
                     self._create_keyword_index(name)
         except Exception as exc:  # the binding raises plain exceptions
             raise BackendUnavailable(f"cannot open vector index at {path}: {exc}") from exc
