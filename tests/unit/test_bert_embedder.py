@@ -106,3 +106,21 @@ def test_an_unreadable_model_dir_is_not_bert(tmp_path: Path) -> None:
     assert bert_layout(tmp_path) is None
     (tmp_path / "modules.json").write_text("not json")
     assert bert_layout(tmp_path) is None
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_do_lower_case_is_honoured(tmp_path: Path, embedder: Embedder, lower: bool) -> None:
+    # A copy whose tokenizer keeps case: only do_lower_case decides what the model sees.
+    path = _copy_model(tmp_path)
+    tokenizer = json.loads((path / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 256, "do_lower_case": lower})
+    )
+    cased = BertEmbedder(path)
+    text = "Disk FULL on DB-Primary: Postgres Refuses Writes"
+    (ours,) = cased.embed([text])
+    (uncased,) = embedder.embed([text.lower()])
+    similarity = float(np.dot(ours, uncased))
+    assert similarity > 0.99999 if lower else similarity < 0.999

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 import structlog
@@ -23,7 +23,14 @@ from opentelemetry.trace import Tracer
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.metrics import Metrics
-from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, RunbookChunk, RunbookHit
+from incident_responder.models import (
+    DeadLetter,
+    IncidentReport,
+    IncidentResult,
+    Recommendation,
+    RunbookChunk,
+    RunbookHit,
+)
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer, Recent
 from incident_responder.pipeline.batching import MicroBatcher
@@ -41,8 +48,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _TITLE_CHARS = 120
 _RECOMMEND_CONCURRENCY = 8
-# Reports decided (and new tickets opened) per group: bounds how long a request holds its
-# services' locks (a shared Redis lock expires after 30 s) when every one needs an LLM call.
+# Reports decided (and new tickets opened) per group: bounds how long a group holds its
+# services' locks when every new ticket waits for an LLM's recommendation.
 _MAX_GROUP = 64
 
 
@@ -394,7 +401,9 @@ class Responder:
         grounded = await self._run("retrieve", retrieve)
         gate = asyncio.Semaphore(_RECOMMEND_CONCURRENCY)  # a remote LLM answers several at once
 
-        async def recommend(log_text: str, chunks: list[RunbookChunk], titles: dict[str, str]) -> Any:
+        async def recommend(
+            log_text: str, chunks: list[RunbookChunk], titles: dict[str, str]
+        ) -> Recommendation | None:
             async with gate:
                 return await self._run(
                     "recommend", lambda: self._recommender.recommend(log_text, chunks, titles)

@@ -44,8 +44,9 @@ def bert_layout(path: Path) -> dict[str, Any] | None:
     """The model's settings if ``path`` holds a BERT encoder with mean pooling and
     normalization in the sentence-transformers layout, else None."""
     try:
-        modules = [m["type"] for m in _read_json(path / "modules.json")]
-        pooling_dir = next(m["path"] for m in _read_json(path / "modules.json") if m["type"] == _POOLING)
+        listed = _read_json(path / "modules.json")
+        modules = [m["type"] for m in listed]
+        pooling_dir = next(m["path"] for m in listed if m["type"] == _POOLING)
         pooling = _read_json(path / pooling_dir / "config.json")
         config = _read_json(path / "config.json")
         st_config = _read_json(path / "sentence_bert_config.json")
@@ -69,6 +70,7 @@ def bert_layout(path: Path) -> dict[str, Any] | None:
     return {
         **config,
         "max_seq_length": int(st_config.get("max_seq_length") or config["max_position_embeddings"]),
+        "do_lower_case": bool(st_config.get("do_lower_case", False)),
     }
 
 
@@ -93,6 +95,7 @@ class BertEmbedder:
         self._layers = int(config["num_hidden_layers"])
         self._eps = float(config["layer_norm_eps"])
         self._dim = int(config["hidden_size"])
+        self._lower = config["do_lower_case"]  # sentence-transformers lowercases before tokenizing
         self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizer.enable_truncation(self._max_len)
         self._tokenizer.no_padding()
@@ -110,7 +113,7 @@ class BertEmbedder:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         if not texts:
             return out
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch([t.lower() for t in texts] if self._lower else list(texts))
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         with self._lock, self._torch.inference_mode():
             for start in range(0, len(order), self._batch_size):
