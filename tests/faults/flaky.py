@@ -4,7 +4,7 @@ unless the switch says the backend is down (error) or slow (sleep first)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +103,30 @@ class FlakyIndex:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class GroupWritesDown:
+    """The real store, except that while ``down`` a ``put_many`` holding a write that
+    ``refuses`` picks fails as a whole (a backend-level fault in the middle of a group)."""
+
+    def __init__(self, inner: ObjectStore, refuses: Callable[[ObjectWrite], bool], what: str) -> None:
+        self.inner, self.refuses, self.what = inner, refuses, what
+        self.down = False
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        if self.down and any(self.refuses(w) for w in writes):
+            self.refused += 1
+            raise BackendUnavailable(f"{self.what} failed: disk full (injected)")
+        return self.inner.put_many(writes)
+
+
+class Boom(RuntimeError):
+    """A simulated crash, raised from a fault-injection hook."""
+
+
+def crash() -> None:
+    raise Boom("simulated crash between the ticket writes and the vector write")

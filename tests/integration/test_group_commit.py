@@ -4,15 +4,14 @@ and every failure still ends in an answer (joined, re-decided or queued)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from incident_responder.backends import build_backends
 from incident_responder.container import Services, build_services
-from incident_responder.errors import BackendUnavailable, VersionConflict
 from incident_responder.models import IncidentReport
-from incident_responder.ports import Embedder, ObjectStore, ObjectWrite, VectorFilter
+from incident_responder.ports import Embedder, VectorFilter
 from incident_responder.settings import Settings
+from tests.faults.flaky import GroupWritesDown
 
 
 def _line(i: int) -> str:
@@ -83,30 +82,12 @@ async def test_repeat_of_a_vanished_ticket_is_decided_again(make_services: Calla
     assert third.status == "existing" and third.ticket_id == again.ticket_id
 
 
-class _RecordsDown:
-    """The real store, except that writes of incident records fail (a backend-level fault)."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.down = False
-        self.refused = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        if self.down and any("/incidents/" in w.key for w in writes):
-            self.refused += 1
-            raise BackendUnavailable("writing incident records failed: disk full (injected)")
-        return self.inner.put_many(writes)
-
-
 async def test_store_down_during_group_commit_queues_and_replay_counts_once(
     make_settings: Callable[..., Settings], embedder: Embedder
 ) -> None:
     settings = make_settings(reliability={"retry_attempts": 1})
     backends = build_backends(settings, embedder=embedder)
-    faulty = _RecordsDown(backends.objects)
+    faulty = GroupWritesDown(backends.objects, lambda w: "/incidents/" in w.key, "writing incident records")
     backends.objects = faulty
     services = build_services(settings, backends=backends)
     try:

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+
+import pytest
 
 from incident_responder.backends import build_backends
 from incident_responder.container import Services, build_services
-from incident_responder.errors import BackendUnavailable, VersionConflict
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.models import IncidentReport
 from incident_responder.pipeline.ticketing import Draft, Report
-from incident_responder.ports import Embedder, ObjectStore, ObjectWrite, VectorFilter
+from incident_responder.ports import Embedder, VectorFilter
 from incident_responder.settings import Settings
+from tests.faults.flaky import Boom, GroupWritesDown, crash
 
 # Four different incidents (own fixtures), each in its own service; {n} varies per line.
 KINDS = {
@@ -125,28 +126,14 @@ async def test_concurrent_batches_never_open_a_ticket_twice(make_services: Calla
         assert ticket.occurrences == 12
 
 
-class _TicketsDown:
-    """The real store, except that creating tickets fails (a backend-level fault)."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.down = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        if self.down and any("/tickets/" in w.key and w.if_absent for w in writes):
-            raise BackendUnavailable("creating tickets failed: disk full (injected)")
-        return self.inner.put_many(writes)
-
-
 async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_once(
     make_settings: Callable[..., Settings], embedder: Embedder
 ) -> None:
     settings = make_settings(reliability={"retry_attempts": 1})
     backends = build_backends(settings, embedder=embedder)
-    faulty = _TicketsDown(backends.objects)
+    faulty = GroupWritesDown(
+        backends.objects, lambda w: "/tickets/" in w.key and w.if_absent, "creating tickets"
+    )
     backends.objects = faulty
     services = build_services(settings, backends=backends)
     try:
@@ -170,14 +157,6 @@ async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_onc
         services.close()
 
 
-class Boom(RuntimeError):
-    pass
-
-
-def _crash() -> None:
-    raise Boom("simulated crash between the group's ticket writes and its vector upsert")
-
-
 async def test_crash_inside_a_group_open_is_repaired_at_startup(
     make_services: Callable[..., Services], make_settings: Callable[..., Settings]
 ) -> None:
@@ -190,12 +169,8 @@ async def test_crash_inside_a_group_open_is_repaired_at_startup(
         vector = services.backends.embedder.embed([norm.embed_text])[0]
         rep = Report(new_incident_id(), report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
         drafts.append(Draft(kind, new_ticket_id(), kind, None, {}, [rep]))
-    try:
-        services.desk.open_many("acme", drafts, before_vector=_crash)
-    except Boom:
-        pass
-    else:  # pragma: no cover - the hook always raises
-        raise AssertionError("the crash hook did not run")
+    with pytest.raises(Boom):
+        services.desk.open_many("acme", drafts, before_vector=crash)
     assert all(
         services.tickets.exists("acme", d.ticket_id) and _points(services, d.ticket_id) == 0 for d in drafts
     )

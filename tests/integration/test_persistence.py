@@ -20,6 +20,7 @@ from incident_responder.models import IncidentReport
 from incident_responder.pipeline.ticketing import Draft, Report, incident_point_id
 from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
+from tests.faults.flaky import Boom, crash
 from tests.helpers import db_log, disk_log
 
 
@@ -37,14 +38,6 @@ async def test_state_survives_restart(
     again = await second.responder.handle("acme", IncidentReport(service="api", log=db_log(2)))
     assert again.status == "existing" and again.ticket_id == created.ticket_id
     assert second.incidents.get("acme", created.incident_id) == created
-
-
-class Boom(RuntimeError):
-    pass
-
-
-def _crash() -> None:
-    raise Boom("simulated crash between the ticket write and the vector write")
 
 
 async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
@@ -68,7 +61,7 @@ async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
                     [Report("inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector)],
                 )
             ],
-            before_vector=_crash,
+            before_vector=crash,
         )
     point = incident_point_id("acme", ticket_id, norm.fingerprint)
     assert services.tickets.exists("acme", ticket_id)

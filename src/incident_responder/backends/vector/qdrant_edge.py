@@ -63,6 +63,10 @@ def _filter(where: VectorFilter) -> qe.Filter | None:
         for field in SCOPE_FIELDS:
             del equals[field]
         equals[SCOPE] = scope
+    return _must(equals)
+
+
+def _must(equals: Mapping[str, Any]) -> qe.Filter:
     return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in equals.items()])
 
 
@@ -112,11 +116,8 @@ class QdrantEdgeIndex:
             scope = scope_of(payload)
             if scope is not None:
                 scopes[scope] = {f: payload[f] for f in SCOPE_FIELDS}
-        for scope, fields in scopes.items():
-            where = qe.Filter(
-                must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in fields.items()]
-            )
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(where, {SCOPE: scope}))
+        for scope, fields in scopes.items():  # the plain fields: this shard has no scope yet
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(_must(fields), {SCOPE: scope}))
         self._create_keyword_index(SCOPE)
         self._shard.flush()
 
