@@ -48,7 +48,9 @@ class EmbeddingSettings(BaseModel):
         None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)"
     )
     batch_size: int = Field(64, ge=1, le=1024)
-    threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch default)")
+    threads: int = Field(
+        0, ge=0, description="forward passes run side by side, one core each (0: one per usable core)"
+    )
 
 
 class EmbeddedVectorSettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,14 @@ def test_local_put_many_failure_is_unavailable_and_leaves_no_temp_files(tmp_path
     with pytest.raises(BackendUnavailable):
         store.put_many([ObjectWrite("g/a.json", b"2"), ObjectWrite("g/b.json", b"3")])
     assert not [p for p in (tmp_path / "o" / "g").iterdir() if ".tmp-" in p.name]
+
+
+def test_local_store_recreates_a_directory_removed_under_it(tmp_path: Path) -> None:
+    # Directories are made once and remembered; one removed meanwhile (an operator's cleanup)
+    # is made again rather than failing every later write to it.
+    store = LocalObjectStore(tmp_path / "o")
+    store.put("t/incidents/a.json", b"1")
+    shutil.rmtree(tmp_path / "o" / "t")
+    store.put("t/incidents/b.json", b"2")
+    store.put_many([ObjectWrite("t/incidents/c.json", b"3")])
+    assert [store.get(f"t/incidents/{k}.json").data for k in "bc"] == [b"2", b"3"]  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,18 @@ def test_do_lower_case_is_honoured(tmp_path: Path, embedder: Embedder, lower: bo
     (uncased,) = embedder.embed([text.lower()])
     similarity = float(np.dot(ours, uncased))
     assert similarity > 0.99999 if lower else similarity < 0.999
+
+
+def test_batches_split_across_workers_and_concurrent_callers_get_their_own_vectors(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    # Three single-threaded workers, chunks of at most 2: one call runs several passes at
+    # once, and calls from several threads share the workers without mixing up results.
+    three = BertEmbedder(_copy_model(tmp_path), batch_size=2, threads=3)
+    expected = embedder.embed(TEXTS)
+    assert np.allclose(three.embed(TEXTS), expected, atol=1e-5)
+    rotations = [TEXTS[i:] + TEXTS[:i] for i in range(len(TEXTS))]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(three.embed, rotations))
+    for i, got in enumerate(results):
+        assert np.allclose(got, np.roll(expected, -i, axis=0), atol=1e-5)

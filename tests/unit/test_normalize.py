@@ -244,6 +244,13 @@ MASK_ROWS: list[tuple[str, str, str]] = [
     ("version_word", "agent version 1.2.3.4 started", "agent version <num> started"),
     ("version_v", "Loaded plugin v2.10.1", "Loaded plugin v<num>"),
     ("http_request_line", '10.0.0.1 "GET /api/v1/users HTTP/1.1" 200', '<ip> "GET <path> HTTP/<num>" <num>'),
+    ("k8s_pod", "pod api-7d4b9c8f6-xkq7z restarted", "pod api-<id> restarted"),
+    (
+        "k8s_pod_digit_in_suffix",
+        "Back-off restarting checkout-5f9c7d6b8d-k2x4p:",
+        "Back-off restarting checkout-<id>:",
+    ),
+    ("hyphenated_words_kept", "header x-forwarded-proto missing", "header x-forwarded-proto missing"),
     ("unicode_words_kept", "échec de connexion à la base", "échec de connexion à la base"),
 ]
 
@@ -254,7 +261,6 @@ KNOWN_MISSES: list[tuple[str, str, str]] = [
     ("multi_word_quoted_value", 'error "connection reset by peer"', "error <quoted>"),
     ("dotted_version_reads_as_ip", "compiled with 1.2.3.4", "compiled with <num>"),
     ("hex_id_without_digits", "object deadbeefcafe freed", "object <hex> freed"),
-    ("random_pod_suffix", "pod api-7d4b9c8f6-xkq7z restarted", "pod api-<hex>-<id> restarted"),
     ("month_day_without_time", "expires Jan 31, 2025", "expires <ts>"),
     ("unlabelled_words_after_timestamp", "2024-02-11 08:15:42 Error reading disk", "Error reading disk"),
 ]

@@ -51,7 +51,7 @@ __all__ = [
     "is_placeholder",
 ]
 
-NORMALIZER_VERSION: Final = "2026-11-26.1"
+NORMALIZER_VERSION: Final = "2026-11-27.1"
 
 MAX_LINES: Final = 200  # lines kept from one report (stack traces can be huge)
 MAX_LINE_CHARS: Final = 4000  # characters kept from one line
@@ -289,6 +289,7 @@ PLACEHOLDERS: Final = (
     "host",
     "path",
     "hex",
+    "id",
     "duration",
     "size",
     "user",
@@ -339,6 +340,7 @@ _NE = r"(?![\w.])"
 #  "/" + ip             - before path: "/10.0.0.1" (Java socket address) is an address, not a path.
 #  host                 - before numbers ("a-1.example.com").
 #  path                 - after url and "/ip", before numbers ("/data/2024/x.log" is one path).
+#  k8s_pod              - before hex and numbers, which would cut a pod name's generated parts.
 #  hex                  - before numbers (0x10, deadbeef01).
 #  duration, size       - before numbers: they swallow the unit (15ms, 64MB).
 #  num                  - last: the digits that are left, also inside identifiers
@@ -436,6 +438,16 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     Rule("win_path", r"(?<!\w)[A-Za-z]:\\[^\s\"'<>|]*", "<path>", hint=(":\\",)),
     # unix paths: "/a/b", "/a", "./x/y", "~/x"; not "and/or" or "1/2" (a word char before the slash)
     Rule("path", r"(?<![\w/<>.~])(?:\.{1,2}|~)?(?:/[\w.@%+~:=-]+)+/?", "<path>", hint=("/",)),
+    # generated Kubernetes pod names, <deployment>-<replicaset hash>-<5 chars>: "api-7d4b9c8f6-xkq7z"
+    # -> "api-<id>" (one slot: every pod of the deployment is the same source). A digit in the
+    # two generated parts tells them from hyphenated words ("x-forwarded-proto").
+    Rule(
+        "k8s_pod",
+        r"(?<=[A-Za-z0-9])-(?=[a-z0-9]{0,9}[0-9]|[a-z0-9]{5,10}-[a-z0-9]{0,4}[0-9])"
+        r"[a-z0-9]{5,10}-[a-z0-9]{5}(?![\w-])",
+        "-<id>",
+        hint=(DIGIT,),
+    ),
     Rule("hex_prefixed", r"\b0[xX][0-9A-Fa-f]+\b", "<hex>", hint=("0x", "0X")),
     # hex strings (hashes, object ids, identity hash codes): 6+ hex digits with at least one
     # digit and one letter a-f; all-digit strings are left to <num>

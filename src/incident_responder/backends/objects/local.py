@@ -47,6 +47,7 @@ class LocalObjectStore:
         self._root = root.resolve()
         self._root.mkdir(parents=True, exist_ok=True)
         self._syncfs = _find_syncfs() if group_sync else None
+        self._dirs: set[Path] = set()  # directories known to exist (set.add is atomic under the GIL)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -56,9 +57,15 @@ class LocalObjectStore:
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = path.parent / f".{path.name}{_LOCK_SUFFIX}"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if path.parent not in self._dirs:  # one mkdir per directory, not one per write
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the directory was removed since: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
