@@ -232,7 +232,12 @@ def build_services(
             )
         if perf.fingerprint_cache_size:
             known = LruCache(perf.fingerprint_cache_size, metrics.cache_counter("fingerprint"))
-        batcher = MicroBatcher(model, max_wait=perf.batch_max_wait_ms / 1000, max_batch=perf.batch_max_size)
+        batcher = MicroBatcher(
+            model,
+            max_wait=perf.batch_max_wait_ms / 1000,
+            max_batch=perf.batch_max_size,
+            concurrency=settings.embedding.parallel_passes,
+        )
     responder = Responder(
         normalizer=LogNormalizer(),
         embedder=model,

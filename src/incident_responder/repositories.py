@@ -12,6 +12,7 @@ Layout (identical on local disk and S3)::
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -161,29 +162,39 @@ class RunbookRepository:
 
 
 class PendingMarkers:
-    """Intent markers for the ticket-then-vector write pair (see ``pipeline.ticketing``)."""
+    """Intent markers for the ticket-then-vector write pair (see ``pipeline.ticketing``).
+
+    One marker per group of tickets opened together: one object to write and one to delete
+    however many tickets the group opens (on S3: one PUT and one DELETE, not one of each per
+    ticket). Markers of one ticket each, named after it, from before groups, are still read.
+    """
+
+    _GROUP = "group-"
 
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 
-    @staticmethod
-    def _key(tenant: str, ticket_id: str) -> str:
-        return f"{tenant}/pending/{ticket_id}.json"
+    def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> str:
+        """Mark ``ticket_ids`` (non-empty) as being opened; returns the marker's key."""
+        key = f"{tenant}/pending/{self._GROUP}{ticket_ids[0]}.json"  # ticket ids are unique
+        self._objects.put_many([ObjectWrite(key, json.dumps({"ticket_ids": list(ticket_ids)}).encode())])
+        return key
 
-    def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> None:
-        self._objects.put_many([ObjectWrite(self._key(tenant, t), b"{}") for t in ticket_ids])
+    def clear(self, key: str) -> None:
+        self._objects.delete(key)
 
-    def clear(self, tenant: str, ticket_id: str) -> None:
-        self._objects.delete(self._key(tenant, ticket_id))
-
-    def clear_many(self, tenant: str, ticket_ids: Sequence[str]) -> None:
-        for ticket_id in ticket_ids:
-            self.clear(tenant, ticket_id)
-
-    def all(self, tenant: str) -> list[str]:
-        return [
-            k.rsplit("/", 1)[1].removesuffix(".json") for k in self._objects.list_keys(f"{tenant}/pending/")
-        ]
+    def all(self, tenant: str) -> list[tuple[str, list[str]]]:
+        """Every marker of ``tenant``: its key and the ticket ids it marks."""
+        out: list[tuple[str, list[str]]] = []
+        for key in self._objects.list_keys(f"{tenant}/pending/"):
+            name = key.rsplit("/", 1)[1].removesuffix(".json")
+            if not name.startswith(self._GROUP):
+                out.append((key, [name]))  # one ticket's marker, from before groups
+                continue
+            found = self._objects.get(key)
+            if found is not None:
+                out.append((key, [str(t) for t in json.loads(found.data)["ticket_ids"]]))
+        return out
 
 
 class IdempotencyRepository:

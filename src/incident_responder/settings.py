@@ -52,6 +52,11 @@ class EmbeddingSettings(BaseModel):
         0, ge=0, description="forward passes run side by side, one core each (0: one per usable core)"
     )
 
+    @property
+    def parallel_passes(self) -> int:
+        """How many forward passes run at once (``threads``, else one per usable core)."""
+        return self.threads or len(os.sched_getaffinity(0))
+
 
 class EmbeddedVectorSettings(BaseModel):
     """Qdrant Edge: Qdrant's engine in-process, one shard under the data dir."""

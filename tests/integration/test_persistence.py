@@ -75,17 +75,22 @@ async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
     assert result.status == "existing" and result.ticket_id == ticket_id
 
 
+@pytest.mark.parametrize("marker", ["group", "one ticket"])
 async def test_vector_without_ticket_is_removed_at_startup(
-    make_services: Callable[..., Services], make_settings: Callable[..., Settings]
+    make_services: Callable[..., Services], make_settings: Callable[..., Settings], marker: str
 ) -> None:
     settings = make_settings()
     services = make_services(settings)
     norm = services.responder._normalizer.normalize(disk_log(1))
     orphan = new_ticket_id()
-    # The state a crash leaves when the ticket write itself never landed.
+    # The state a crash leaves when the ticket write itself never landed: under a group's
+    # marker, or under a marker of its own as versions before group opening wrote them.
     from incident_responder.repositories import PendingMarkers
 
-    PendingMarkers(services.backends.objects).mark_many("acme", [orphan])
+    if marker == "group":
+        PendingMarkers(services.backends.objects).mark_many("acme", [new_ticket_id(), orphan])
+    else:
+        services.backends.objects.put(f"acme/pending/{orphan}.json", b"{}")
     services.backends.index.upsert(
         [
             VectorPoint(
@@ -107,6 +112,8 @@ async def test_vector_without_ticket_is_removed_at_startup(
     restarted = make_services(settings)
     where = VectorFilter({"tenant": "acme", "ticket_id": orphan})
     assert restarted.backends.index.find(where, limit=10) == []
+    assert restarted.metrics.reconciled._value.get() == (2 if marker == "group" else 1)
+    assert restarted.backends.objects.list_keys("acme/pending/") == []
     result = await restarted.responder.handle("acme", IncidentReport(service="api", log=disk_log(2)))
     assert result.status == "new"
 

@@ -85,3 +85,40 @@ async def test_a_failing_model_call_fails_its_callers_only() -> None:
         await batcher.embed(["a"])
     ok = MicroBatcher(CountingEmbedder(), max_wait=0.01)
     assert (await ok.embed(["a"])).shape == (1, 4)
+
+
+async def test_batches_run_side_by_side_up_to_the_concurrency_and_the_rest_waits_together() -> None:
+    class Slow(CountingEmbedder):
+        """Each call blocks until released; records how many run at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.running = 0
+            self.most = 0
+
+        def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            with self._lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            self.release.wait(10)
+            try:
+                return super().embed(texts)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+    inner = Slow()
+    batcher = MicroBatcher(inner, max_wait=0.001, max_batch=64, concurrency=2)
+    first = [asyncio.create_task(batcher.embed([f"a{i}"])) for i in range(2)]
+    await asyncio.sleep(0.05)  # batch 1 (a0, a1) is in the model
+    second = asyncio.create_task(batcher.embed(["b0"]))
+    await asyncio.sleep(0.05)  # batch 2 (b0) runs beside it: two workers
+    later = [asyncio.create_task(batcher.embed([f"c{i}"])) for i in range(5)]
+    await asyncio.sleep(0.05)  # both workers busy: the c's wait, together
+    assert inner.running == 2 and len(inner.batches) == 0
+    inner.release.set()
+    results = await asyncio.gather(*first, second, *later)
+    assert all(r.shape == (1, 4) for r in results)
+    assert inner.most == 2
+    assert sorted(sorted(b) for b in inner.batches) == [["a0", "a1"], ["b0"], [f"c{i}" for i in range(5)]]

@@ -3,6 +3,12 @@
 The first caller opens a batch and waits at most ``max_wait`` seconds for others
 (or until ``max_batch`` texts); then the whole batch is embedded in one model call
 in a worker thread. One model call of 16 texts costs far less than 16 calls of one.
+
+Up to ``concurrency`` batches run at once (one per model worker, see
+``BertEmbedder``): while they all run, new texts gather into the next batch, which
+starts as soon as a worker is free. Under load batches grow by themselves (a pass on
+16 texts costs ~5 ms of CPU per text, on one text ~13 ms); when idle, a lone text waits
+no more than ``max_wait``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from incident_responder.ports import Embedder, Vector
 
 
 class MicroBatcher:
-    def __init__(self, embedder: Embedder, *, max_wait: float = 0.005, max_batch: int = 64) -> None:
+    def __init__(
+        self, embedder: Embedder, *, max_wait: float = 0.005, max_batch: int = 64, concurrency: int = 1
+    ) -> None:
         self._embedder = embedder
         self._max_wait = max_wait
         self._max_batch = max_batch
         self._pending: list[tuple[str, asyncio.Future[Vector]]] = []
         self._full = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._workers = asyncio.Semaphore(max(1, concurrency))
+        self._running: set[asyncio.Task[None]] = set()
 
     async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if len(texts) >= self._max_batch:  # already a batch: no reason to wait
@@ -38,25 +48,32 @@ class MicroBatcher:
             futures.append(future)
         if len(self._pending) >= self._max_batch:
             self._full.set()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.create_task(self._collect())
         vectors = await asyncio.gather(*futures)
         return np.stack(vectors) if vectors else np.zeros((0, self._embedder.dim), dtype=np.float32)
 
-    async def _flush_soon(self) -> None:
+    async def _collect(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._full.wait(), timeout=self._max_wait)
         while self._pending:
+            await self._workers.acquire()  # meanwhile, what arrives joins this batch
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             self._full.clear()
-            texts = [t for t, _ in batch]
-            try:
-                vectors = await anyio.to_thread.run_sync(self._embedder.embed, texts)
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for i, (_, future) in enumerate(batch):
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[str, asyncio.Future[Vector]]]) -> None:
+        try:
+            vectors = await anyio.to_thread.run_sync(self._embedder.embed, [t for t, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(vectors[i])
+                    future.set_exception(exc)
+            return
+        finally:
+            self._workers.release()
+        for i, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(vectors[i])

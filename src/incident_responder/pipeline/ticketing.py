@@ -1,7 +1,8 @@
 """Tickets and their vectors, written in an order that a crash cannot make inconsistent.
 
 Creating a ticket is three writes: an intent marker, the ticket, the vector; then the
-marker is removed (for a group of new tickets: all markers, all tickets, one upsert).
+marker is removed (for a group of new tickets: one marker naming them all, all tickets,
+one upsert).
 A crash leaves the marker behind, and ``reconcile`` (run at start-up) finishes or
 undoes the pair: a ticket without its vector gets it (re-embedded from the stored
 template), a vector without its ticket is deleted.
@@ -80,8 +81,8 @@ class TicketDesk:
     def open_many(
         self, tenant: str, drafts: Sequence[Draft], *, before_vector: Callable[[], None] | None = None
     ) -> list[Ticket]:
-        """Open several tickets as one group: their markers, then the tickets, then every
-        vector in one upsert, then the markers cleared. Each draft's first report opens
+        """Open several tickets as one group: one marker naming them, then the tickets, then
+        every vector in one upsert, then the marker cleared. Each draft's first report opens
         its ticket; the others joined it before it was written and count as occurrences."""
         if not drafts:
             return []
@@ -114,13 +115,12 @@ class TicketDesk:
             points.append(self._point(ticket, first))
             points.extend(self._point(ticket, r) for r in _apply(ticket, draft.reports[1:]).new_templates)
             tickets.append(ticket)
-        ids = [t.ticket_id for t in tickets]
-        self._pending.mark_many(tenant, ids)
+        marker = self._pending.mark_many(tenant, [t.ticket_id for t in tickets])
         self._tickets.create_many(tickets)
         if before_vector is not None:  # fault injection point for tests
             before_vector()
         self._index.upsert(points)
-        self._pending.clear_many(tenant, ids)
+        self._pending.clear(marker)
         return tickets
 
     def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
@@ -202,17 +202,18 @@ class TicketDesk:
     def reconcile(self, tenant: str, embedder: Embedder) -> int:
         """Finish or undo every interrupted ticket creation of ``tenant``; returns how many were repaired."""
         repaired = 0
-        for ticket_id in self._pending.all(tenant):
-            where = VectorFilter({"tenant": tenant, "kind": "incident", "ticket_id": ticket_id})
-            if not self._tickets.exists(tenant, ticket_id):
-                self._index.delete(where)
-                log.warning("reconcile.vector_without_ticket", tenant=tenant, ticket_id=ticket_id)
-            else:
-                ticket, _ = self._tickets.get(tenant, ticket_id)
-                self.reindex_ticket(ticket, embedder)
-                log.warning("reconcile.ticket_without_vector", tenant=tenant, ticket_id=ticket_id)
-            self._pending.clear(tenant, ticket_id)
-            repaired += 1
+        for marker, ticket_ids in self._pending.all(tenant):
+            for ticket_id in ticket_ids:
+                where = VectorFilter({"tenant": tenant, "kind": "incident", "ticket_id": ticket_id})
+                if not self._tickets.exists(tenant, ticket_id):
+                    self._index.delete(where)
+                    log.warning("reconcile.vector_without_ticket", tenant=tenant, ticket_id=ticket_id)
+                else:
+                    ticket, _ = self._tickets.get(tenant, ticket_id)
+                    self.reindex_ticket(ticket, embedder)
+                    log.warning("reconcile.ticket_without_vector", tenant=tenant, ticket_id=ticket_id)
+                repaired += 1
+            self._pending.clear(marker)  # only once every ticket it marks is whole
         return repaired
 
     def reindex_ticket(self, ticket: Ticket, embedder: Embedder) -> int:
