@@ -220,3 +220,15 @@ def test_local_store_recreates_a_directory_removed_under_it(tmp_path: Path) -> N
     store.put("t/incidents/b.json", b"2")
     store.put_many([ObjectWrite("t/incidents/c.json", b"3")])
     assert [store.get(f"t/incidents/{k}.json").data for k in "bc"] == [b"2", b"3"]  # type: ignore[union-attr]
+
+
+def test_local_store_locks_on_shared_stripes_not_a_file_per_key(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "o")
+    store.put_many([ObjectWrite(f"t/incidents/i{n}.json", b"{}") for n in range(300)])
+    for n in range(50):
+        store.put(f"t/tickets/k{n}.json", b"1")
+    names = {p.name for p in (tmp_path / "o" / "t" / "incidents").iterdir()}
+    assert names == {f"i{n}.json" for n in range(300)}  # nothing beside the objects themselves
+    stripes = list((tmp_path / "o" / ".locks").iterdir())
+    assert 0 < len(stripes) <= 1024
+    assert store.list_prefixes("") == ["t"]  # the lock dir is no tenant

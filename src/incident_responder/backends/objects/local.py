@@ -2,7 +2,10 @@
 
 Writes are atomic (temp file + fsync + rename + directory fsync) and compare-and-swap
 is exact across threads and processes: each key's check-and-write happens under an
-``flock`` on a sidecar lock file, so several server processes may share one data dir.
+``flock`` on one of 1,024 lock files under ``.locks/`` (chosen by a hash of the key), so
+several server processes may share one data dir. Striped, not one lock file per key: a
+new object then creates one file, not two (and a million incidents do not leave a
+million empty lock files behind); two keys of one stripe just take turns.
 
 ``put_many`` is a group commit: every temp file is written, then one ``syncfs(2)``
 makes them all durable before any rename, and a second one makes the renames durable.
@@ -18,13 +21,15 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from incident_responder.errors import BackendUnavailable, InvalidInput, VersionConflict
 from incident_responder.ports import ObjectWrite, StoredObject
 
-_LOCK_SUFFIX = ".lock"
+_LOCK_STRIPES = 1024
+_LOCKS_DIR = ".locks"  # keys may not start with ".": no object lives here
 _TMP_MARK = ".tmp-"
 
 
@@ -48,6 +53,7 @@ class LocalObjectStore:
         self._root.mkdir(parents=True, exist_ok=True)
         self._syncfs = _find_syncfs() if group_sync else None
         self._dirs: set[Path] = set()  # directories known to exist (set.add is atomic under the GIL)
+        (self._root / _LOCKS_DIR).mkdir(exist_ok=True)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -55,22 +61,24 @@ class LocalObjectStore:
             raise InvalidInput(f"invalid object key {key!r}")
         return self._root.joinpath(*parts)
 
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory not in self._dirs:  # one mkdir per directory, not one per write
+            directory.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(directory)
+
     @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        lock_path = path.parent / f".{path.name}{_LOCK_SUFFIX}"
-        if path.parent not in self._dirs:  # one mkdir per directory, not one per write
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
+    def _locked(self, paths: Iterable[Path]) -> Iterator[None]:
+        """Hold the lock stripes of ``paths``, taken in one order by every writer (no deadlock)."""
+        stripes = sorted({zlib.crc32(str(p).encode()) % _LOCK_STRIPES for p in paths})
+        fds: list[int] = []
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:  # the directory was removed since: make it again
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            for stripe in stripes:
+                fds.append(os.open(self._root / _LOCKS_DIR / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o600))
+                fcntl.flock(fds[-1], fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing releases the flock
+            for fd in fds:
+                os.close(fd)  # closing releases the flock
 
     def get(self, key: str) -> StoredObject | None:
         path = self._path(key)
@@ -97,7 +105,8 @@ class LocalObjectStore:
     def put(self, key: str, data: bytes, *, if_version: str | None = None, if_absent: bool = False) -> str:
         path = self._path(key)
         try:
-            with self._locked(path):
+            self._ensure_dir(path.parent)
+            with self._locked([path]):
                 conflict = self._conflict(key, path, if_version, if_absent)
                 if conflict is not None:
                     raise conflict
@@ -113,9 +122,9 @@ class LocalObjectStore:
         results: list[str | VersionConflict] = []
         staged: list[tuple[Path, Path]] = []  # (final path, temp file)
         try:
-            with contextlib.ExitStack() as held:
-                for path in sorted(paths):  # one lock order for every writer: no deadlock
-                    held.enter_context(self._locked(path))
+            for path in paths:
+                self._ensure_dir(path.parent)
+            with self._locked(paths):
                 try:
                     for write, path in zip(writes, paths, strict=True):
                         conflict = self._conflict(write.key, path, write.if_version, write.if_absent)
@@ -142,7 +151,12 @@ class LocalObjectStore:
         """Write ``data`` to a temp file beside ``path`` (fsynced if ``sync``)."""
         tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
+            except FileNotFoundError:  # the directory was removed since it was made: again
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "wb")  # noqa: SIM115
+            with fh:
                 fh.write(data)
                 if sync:
                     fh.flush()
@@ -185,7 +199,7 @@ class LocalObjectStore:
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            with self._locked(path):
+            with self._locked([path]):
                 path.unlink(missing_ok=True)
         except OSError as exc:
             raise BackendUnavailable(f"deleting {key} failed: {exc.strerror}") from exc
