@@ -43,6 +43,13 @@ class RetrievalSettings(BaseModel):
     )
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class EmbeddingSettings(BaseModel):
     model_path: Path | None = Field(
         None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)"
@@ -55,7 +62,7 @@ class EmbeddingSettings(BaseModel):
     @property
     def parallel_passes(self) -> int:
         """How many forward passes run at once (``threads``, else one per usable core)."""
-        return self.threads or len(os.sched_getaffinity(0))
+        return self.threads or usable_cores()
 
 
 class EmbeddedVectorSettings(BaseModel):

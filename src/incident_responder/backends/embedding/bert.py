@@ -32,6 +32,7 @@ from incident_responder.backends.embedding.sentence_transformer import (
     packaged_model_path,
 )
 from incident_responder.errors import ConfigError
+from incident_responder.settings import usable_cores
 
 _TRANSFORMER = "sentence_transformers.models.Transformer"
 _POOLING = "sentence_transformers.models.Pooling"
@@ -99,7 +100,7 @@ class BertEmbedder:
         # 4.8 (13) on one, and its threads wait for each other whenever the server's other
         # threads hold a core. Process-wide, like every torch thread setting.
         torch.set_num_threads(1)
-        self._workers = threads or len(os.sched_getaffinity(0))
+        self._workers = threads or usable_cores()
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="embed")
         self._torch = torch
         self._batch_size = batch_size

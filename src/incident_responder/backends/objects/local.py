@@ -69,7 +69,10 @@ class LocalObjectStore:
     @contextlib.contextmanager
     def _locked(self, paths: Iterable[Path]) -> Iterator[None]:
         """Hold the lock stripes of ``paths``, taken in one order by every writer (no deadlock)."""
-        stripes = sorted({zlib.crc32(str(p).encode()) % _LOCK_STRIPES for p in paths})
+        # by the key, not the absolute path: processes that mount the dir elsewhere agree
+        stripes = sorted(
+            {zlib.crc32(p.relative_to(self._root).as_posix().encode()) % _LOCK_STRIPES for p in paths}
+        )
         fds: list[int] = []
         try:
             for stripe in stripes:
