@@ -196,7 +196,12 @@ def build_services(
         locks = KeyedLocks()
         idempotency = IdempotencyRepository(objects, ttl)
     dead_letters = build_dead_letters(settings, redis_client)
-    tickets = TicketRepository(objects)
+    perf = settings.performance
+    tickets = TicketRepository(
+        objects,
+        cache_size=0 if perf.naive else perf.ticket_cache_size,
+        on_lookup=metrics.cache_counter("ticket"),
+    )
     incidents = IncidentRepository(objects)
     desk = TicketDesk(
         tickets=tickets,
@@ -211,7 +216,6 @@ def build_services(
         library_factory=lambda: _library(settings),
         top_k=settings.retrieval.top_k,
     )
-    perf = settings.performance
     model: Embedder = backends.embedder
     known: LruCache[tuple[str, str, str], str] | None = None
     batcher = None

@@ -225,6 +225,9 @@ class PerformanceSettings(BaseModel):
     fingerprint_cache_size: int = Field(
         200_000, ge=0, description="known fingerprint -> ticket entries (0 = off)"
     )
+    ticket_cache_size: int = Field(
+        256, ge=0, description="parsed tickets kept between group commits (checked by version; 0 = off)"
+    )
     batch_max_wait_ms: float = Field(5.0, ge=0.0, le=100.0, description="longest wait to fill a model batch")
     batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
 

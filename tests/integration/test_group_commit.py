@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from incident_responder.backends import build_backends
 from incident_responder.container import Services, build_services
-from incident_responder.models import IncidentReport
+from incident_responder.models import Comment, IncidentReport, Ticket
 from incident_responder.ports import Embedder, VectorFilter
+from incident_responder.repositories import TicketRepository
 from incident_responder.settings import Settings
 from tests.faults.flaky import GroupWritesDown
 
@@ -118,3 +119,45 @@ async def test_naive_mode_writes_one_repeat_per_group(
     results = await asyncio.gather(*(services.responder.handle("acme", _report(i)) for i in range(1, 6)))
     assert {r.ticket_id for r in results} == {first.ticket_id}
     assert (_put_many_calls(services) - before) / 2 == 5
+
+
+def _ticket_cache(services: Services, result: str) -> float:
+    return sum(
+        sample.value
+        for family in services.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "ir_cache_lookups_total"
+        and sample.labels.get("cache") == "ticket"
+        and sample.labels.get("result") == result
+    )
+
+
+async def test_kept_tickets_skip_parsing_and_never_hide_another_writers_change(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services()
+    first = await services.responder.handle("acme", _report(0))
+    assert first.ticket_id is not None
+    await services.responder.handle("acme", _report(1))  # parses it, then keeps it
+    hits = _ticket_cache(services, "hit")
+    await services.responder.handle("acme", _report(2))
+    assert _ticket_cache(services, "hit") == hits + 1  # the kept object, unparsed
+    # Another process (same store, its own repository) comments: the stored version changes.
+    other = TicketRepository(services.backends.objects)
+    theirs, version = other.get("acme", first.ticket_id)
+    theirs.comments.append(Comment(kind="comment", author="oncall", body="looking into it"))
+    other.update(theirs, version)
+    misses = _ticket_cache(services, "miss")
+    await services.responder.handle("acme", _report(3))
+    assert _ticket_cache(services, "miss") == misses + 1
+    # A comment and a resolve through this process between group commits are kept too.
+    services.desk.comment("acme", first.ticket_id, "oncall", "rolled back")
+    services.desk.resolve("acme", first.ticket_id, "fixed")
+    again = await services.responder.handle("acme", _report(4))
+    assert again.status == "regression"
+    ticket, _ = services.tickets.get("acme", first.ticket_id)
+    assert ticket.occurrences == 5 and ticket.regressions == 1 and ticket.status == "open"
+    bodies = [c.body for c in ticket.comments if c.kind == "comment"]
+    assert bodies == ["looking into it", "rolled back"]
+    stored = services.backends.objects.get(services.tickets.key("acme", first.ticket_id))
+    assert stored is not None and Ticket.model_validate_json(stored.data) == ticket

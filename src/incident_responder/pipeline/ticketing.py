@@ -156,6 +156,8 @@ class TicketDesk:
                 points.extend(self._point(ticket, r) for r in applied.new_templates)
                 if any(applied.regressions):
                     reopened.append(ticket)
+                else:  # read from here on, never changed: the next get may have it unparsed
+                    self._tickets.keep(ticket, result)
         # Ticket-only writes already landed; if these are lost the tickets still hold their
         # templates and ``reindex`` restores the vectors.
         if points:
