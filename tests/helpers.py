@@ -1,6 +1,8 @@
-"""Fixture data written for these tests (no third-party log data)."""
+"""Fixture data written for these tests (no third-party log data), and a metrics reader."""
 
 from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
 
 DB_RUNBOOK = """# Database connection refused
 
@@ -41,4 +43,14 @@ def tls_log(n: int) -> str:
     return (
         f"2026-11-20T12:00:{n % 60:02d}Z WARN gateway: "
         f"TLS handshake with upstream auth-{n}.internal failed: certificate has expired"
+    )
+
+
+def metric_total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of every sample called ``name`` whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )

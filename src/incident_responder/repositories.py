@@ -64,12 +64,12 @@ class TicketRepository:
             raise NotFound(f"ticket {ticket_id} not found")
         if self._cache_size:
             with self._kept_lock:
-                kept = self._kept.pop((tenant, ticket_id), None)
-            hit = kept is not None and kept[0] == found.version
+                version, ticket = self._kept.pop((tenant, ticket_id), ("", None))
+            hit = ticket is not None and version == found.version
             if self._on_lookup is not None:
                 self._on_lookup(hit)
-            if kept is not None and hit:
-                return kept[1], found.version
+            if hit and ticket is not None:
+                return ticket, found.version
         return Ticket.model_validate_json(found.data), found.version
 
     def keep(self, ticket: Ticket, version: str) -> None:

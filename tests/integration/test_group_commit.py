@@ -13,6 +13,7 @@ from incident_responder.ports import Embedder, VectorFilter
 from incident_responder.repositories import TicketRepository
 from incident_responder.settings import Settings
 from tests.faults.flaky import GroupWritesDown
+from tests.helpers import metric_total
 
 
 def _line(i: int) -> str:
@@ -26,12 +27,7 @@ def _report(i: int) -> IncidentReport:
 
 
 def _put_many_calls(services: Services) -> float:
-    total = 0.0
-    for family in services.metrics.registry.collect():
-        for sample in family.samples:
-            if sample.name == "ir_backend_calls_total" and sample.labels.get("operation") == "put_many":
-                total += sample.value
-    return total
+    return metric_total(services.metrics.registry, "ir_backend_calls_total", operation="put_many")
 
 
 async def test_concurrent_repeats_share_writes_and_all_count(make_services: Callable[..., Services]) -> None:
@@ -122,14 +118,7 @@ async def test_naive_mode_writes_one_repeat_per_group(
 
 
 def _ticket_cache(services: Services, result: str) -> float:
-    return sum(
-        sample.value
-        for family in services.metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == "ir_cache_lookups_total"
-        and sample.labels.get("cache") == "ticket"
-        and sample.labels.get("result") == result
-    )
+    return metric_total(services.metrics.registry, "ir_cache_lookups_total", cache="ticket", result=result)
 
 
 async def test_kept_tickets_skip_parsing_and_never_hide_another_writers_change(

@@ -19,6 +19,7 @@ from incident_responder.pipeline.ticketing import Draft, Report
 from incident_responder.ports import Embedder, VectorFilter
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, GroupWritesDown, crash
+from tests.helpers import metric_total
 
 # Four different incidents (own fixtures), each in its own service; {n} varies per line.
 KINDS = {
@@ -34,12 +35,7 @@ def _report(kind: str, n: int) -> IncidentReport:
 
 
 def _put_many_calls(services: Services) -> float:
-    return sum(
-        sample.value
-        for family in services.metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == "ir_backend_calls_total" and sample.labels.get("operation") == "put_many"
-    )
+    return metric_total(services.metrics.registry, "ir_backend_calls_total", operation="put_many")
 
 
 def _pending(services: Services, tenant: str) -> list[str]:
