@@ -197,8 +197,8 @@ def _bucket_name() -> str:
 
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 in server mode (a real HTTP server; accepts any credentials)."""
-    binary = _find_binary("moto_server", "moto[server]")
+    """moto's S3 in server mode (a real HTTP server; accepts any credentials), with
+    conditional writes made atomic (tests/moto_atomic_s3.py)."""
     workdir = tmp_path_factory.mktemp("moto")
     port = free_port()
     server = S3Server(
@@ -209,7 +209,8 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         secret_access_key="testing",
         log_path=workdir / "moto.log",
     )
-    argv = [binary, "-H", "127.0.0.1", "-p", str(port)]
+    # moto's own app, with its conditional writes made atomic as on S3 (see the launcher).
+    argv = [sys.executable, str(Path(__file__).with_name("moto_atomic_s3.py")), "127.0.0.1", str(port)]
     with _running(argv, server.log_path, workdir, grace_s=5) as proc:
         _wait_ready(server, proc, _create_bucket_and_probe(server.bucket), READY_TIMEOUT_S)
         try:

@@ -97,7 +97,7 @@ def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list
 
 
 @pytest.mark.slow
-def test_thousand_identical_incidents_across_four_processes(fleet: list[int]) -> None:
+def test_thousand_identical_incidents_across_four_processes(fleet: list[int], tmp_path: Path) -> None:
     async def storm() -> list[httpx.Response]:
         clients = [
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", headers=KEY, timeout=120) for p in fleet
@@ -129,4 +129,5 @@ def test_thousand_identical_incidents_across_four_processes(fleet: list[int]) ->
     ticket = httpx.get(
         f"http://127.0.0.1:{fleet[0]}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10
     ).json()
-    assert ticket["occurrences"] == REPORTS
+    logs = "\n".join((tmp_path / f"r{n}.log").read_text(errors="replace")[-1500:] for n in range(PROCESSES))
+    assert ticket["occurrences"] == REPORTS, f"servers' logs (warnings and up):\n{logs}"
