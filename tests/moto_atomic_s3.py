@@ -3,8 +3,9 @@
 moto 5 checks ``If-Match`` / ``If-None-Match`` and then stores the object in a separate
 step, with no lock between the two: two PUTs with the same ``If-Match`` that interleave
 there both succeed, and one overwrites the other. AWS S3 refuses the second one (412 or
-409), and the service's compare-and-swap relies on that; the four-process storm test lost
-8 of 1,000 occurrences to this race in CI. This launcher runs moto's own application
+409), and the service's compare-and-swap relies on that. The four-process storm test once
+lost 8 of 1,000 occurrences in CI, which this race explains (24 storms here did not
+reproduce it; no other lost-update path was found in the service). This launcher runs moto's own application
 under ``run_simple`` as ``moto_server`` does, with requests that change state (PUT, POST,
 DELETE) serialized by one lock; reads still run concurrently.
 
