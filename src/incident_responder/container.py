@@ -19,6 +19,7 @@ from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.caching import CachedEmbedder, LruCache
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
+from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.responder import KeyedLocks, Responder
 from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.pipeline.runbooks import RunbookCatalog
@@ -262,6 +263,15 @@ def build_services(
         tracer=tracer,
         batcher=batcher,
         group_commit=not perf.naive,
+        recommendations=(
+            RecommendationCache(
+                perf.recommendation_cache_size,
+                similarity=perf.recommendation_similarity,
+                on_lookup=metrics.cache_counter("recommendation"),
+            )
+            if perf.recommendation_cache_size and not perf.naive
+            else None
+        ),
     )
     services = Services(
         settings=settings,

@@ -208,6 +208,12 @@ class Recommender(Protocol):
         """Short name reported as ``recommendation.source``."""
         ...
 
+    @property
+    def remote(self) -> bool:
+        """True if answers come from a network service (calls are made concurrently); False
+        if they are computed in process (a group's calls run in one worker-thread hop)."""
+        ...
+
     def recommend(
         self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]
     ) -> Recommendation | None:

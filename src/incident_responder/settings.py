@@ -228,6 +228,15 @@ class PerformanceSettings(BaseModel):
     ticket_cache_size: int = Field(
         256, ge=0, description="parsed tickets kept between group commits (checked by version; 0 = off)"
     )
+    recommendation_cache_size: int = Field(
+        1_024, ge=0, description="runbook contexts whose recommendations are reused (LRU; 0 = off)"
+    )
+    recommendation_similarity: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="cosine between two new incidents' logs above which one's recommendation is reused",
+    )
     batch_max_wait_ms: float = Field(5.0, ge=0.0, le=100.0, description="longest wait to fill a model batch")
     batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
 

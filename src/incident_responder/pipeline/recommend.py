@@ -703,6 +703,10 @@ class OfflineRecommender:
         return SOURCE
 
     @property
+    def remote(self) -> bool:
+        return False
+
+    @property
     def max_steps(self) -> int:
         return self._max_steps
 

@@ -38,6 +38,7 @@ from incident_responder.pipeline.coalescing import Coalescer
 from incident_responder.pipeline.committing import Repeat, RepeatWriter, joined_result
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
+from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.retrieve import query_text
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Draft, Report, TicketDesk
@@ -112,6 +113,7 @@ class Responder:
         tracer: Tracer | None = None,
         batcher: MicroBatcher | None = None,
         group_commit: bool = True,
+        recommendations: RecommendationCache | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -119,6 +121,7 @@ class Responder:
         self._desk = desk
         self._catalog = catalog
         self._recommender = recommender
+        self._recommendations = recommendations
         self._incidents = incidents
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -399,22 +402,8 @@ class Responder:
             return out
 
         grounded = await self._run("retrieve", retrieve)
-        gate = asyncio.Semaphore(_RECOMMEND_CONCURRENCY)  # a remote LLM answers several at once
-
-        async def recommend(
-            log_text: str, chunks: list[RunbookChunk], titles: dict[str, str]
-        ) -> Recommendation | None:
-            async with gate:
-                return await self._run(
-                    "recommend", lambda: self._recommender.recommend(log_text, chunks, titles)
-                )
-
-        recommendations = await asyncio.gather(
-            *(
-                recommend(e.report.log, chunks, titles)
-                for (_, e), (_, chunks, titles) in zip(firsts, grounded, strict=True)
-            )
-        )
+        asks = [(e, chunks, titles) for (_, e), (_, chunks, titles) in zip(firsts, grounded, strict=True)]
+        recommendations = await self._recommend(tenant, asks)
         for (draft, _), (hits, _, _), recommendation in zip(firsts, grounded, recommendations, strict=True):
             draft.runbooks, draft.recommendation = hits, recommendation
         drafts = [draft for draft, _ in firsts]
@@ -436,6 +425,45 @@ class Responder:
         stored = list(results.values())
         await self._run("store", lambda: self._incidents.put_many(tenant, stored))
         return results
+
+    async def _recommend(
+        self, tenant: str, asks: Sequence[tuple[_Entry, list[RunbookChunk], dict[str, str]]]
+    ) -> list[Recommendation | None]:
+        """One recommendation per new ticket: reused from a near-identical earlier incident of
+        the same runbook context where the cache has one, else asked for. A remote recommender
+        (an LLM) is asked concurrently; an in-process one in one worker-thread hop."""
+        cache = self._recommendations
+        out: list[Recommendation | None] = [
+            None if cache is None or e.vector is None else cache.get(tenant, chunks, titles, e.vector)
+            for e, chunks, titles in asks
+        ]
+        todo = [i for i, found in enumerate(out) if found is None]
+        recommender = self._recommender
+
+        def ask(i: int) -> Recommendation | None:
+            e, chunks, titles = asks[i]
+            return recommender.recommend(e.report.log, chunks, titles)
+
+        if not todo:
+            return out
+        if recommender.remote:
+            gate = asyncio.Semaphore(_RECOMMEND_CONCURRENCY)  # a remote LLM answers several at once
+
+            async def one(i: int) -> Recommendation | None:
+                async with gate:
+                    return await self._run("recommend", lambda: ask(i))
+
+            answers = await asyncio.gather(*(one(i) for i in todo))
+        else:
+            answers = await self._run("recommend", lambda: [ask(i) for i in todo])
+        for i, answer in zip(todo, answers, strict=True):
+            out[i] = answer
+            e, chunks, titles = asks[i]
+            # A fallback's answer (the LLM failed) is not kept: the LLM's is wanted once it is back.
+            own = answer is not None and answer.source == recommender.name
+            if cache is not None and own and answer is not None and e.vector is not None:
+                cache.put(tenant, chunks, titles, e.vector, answer)
+        return out
 
     def _classified(
         self, tenant: str, report: IncidentReport, result: IncidentResult, started: float

@@ -146,6 +146,10 @@ class GuardedRecommender:
     def name(self) -> str:
         return self._inner.name
 
+    @property
+    def remote(self) -> bool:
+        return self._inner.remote
+
     def recommend(
         self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]
     ) -> Recommendation | None:

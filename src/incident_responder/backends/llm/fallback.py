@@ -32,6 +32,10 @@ class FallbackRecommender:
         return self._primary.name
 
     @property
+    def remote(self) -> bool:
+        return self._primary.remote
+
+    @property
     def primary(self) -> Recommender:
         return self._primary
 

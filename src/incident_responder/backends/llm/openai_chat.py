@@ -259,6 +259,10 @@ class OpenAIChatRecommender:
         return f"llm:{self._model}"
 
     @property
+    def remote(self) -> bool:
+        return True
+
+    @property
     def usage(self) -> TokenUsage | None:
         return self._usage
 
