@@ -186,3 +186,65 @@ def test_a_new_shard_indexes_only_the_fields_that_narrow_a_filter(tmp_path: Path
         assert set(shard.info().payload_schema) == set(INDEXED_FIELDS)
     finally:
         shard.close()
+
+
+_FLUSH_FAILS_THEN_RECOVERS = """
+import resource, signal, sys, time, uuid
+from pathlib import Path
+import numpy as np
+from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
+from incident_responder.logs import configure_logging
+from incident_responder.ports import VectorFilter, VectorPoint
+
+configure_logging("info", "json")
+path, dim = Path(sys.argv[1]), 16
+rng = np.random.default_rng(3)
+def points(start, n):
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return [VectorPoint(str(uuid.UUID(int=i + 1)), v[i - start] / np.linalg.norm(v[i - start]),
+                        {"tenant": "t", "kind": "incident", "service": "s", "ticket_id": f"T{i}"})
+            for i in range(start, start + n)]
+index = QdrantEdgeIndex(path, dim, flush_seconds=0.2)
+index.upsert(points(0, 50))
+time.sleep(0.6)  # flushed once
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # no file may grow past 4 KiB: flushes fail
+index.upsert(points(50, 500))
+time.sleep(0.8)  # several failed rounds
+print("COUNT_WHILE_FAILING", index.count(VectorFilter({"kind": "incident"})), flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+print("LIMIT_LIFTED", flush=True)
+time.sleep(0.8)  # the next round flushes, and later rounds have nothing to do
+print("CLOSING", flush=True)
+index.close()
+again = QdrantEdgeIndex(path, dim, flush_seconds=0)
+print("COUNT_REOPENED", again.count(VectorFilter({"kind": "incident"})), flush=True)
+again.close()
+"""
+
+
+def test_a_failed_background_flush_is_logged_retried_and_loses_nothing(tmp_path: Path) -> None:
+    """A real shard's flush fails (a file-size limit makes its segment writes fail with EFBIG):
+    the flush thread logs it and keeps going, searches still see every point, and once
+    writes succeed again the next round flushes and a reopened index has everything."""
+    import subprocess
+    import sys
+
+    # Its own process: the file-size limit would hit every other thread of pytest too.
+    done = subprocess.run(
+        [sys.executable, "-c", _FLUSH_FAILS_THEN_RECOVERS, str(tmp_path / "idx")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in order
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:]
+    failing, _, lifted = out.partition("LIMIT_LIFTED")
+    assert "COUNT_WHILE_FAILING 550" in failing
+    assert failing.count("vector_index.flush_failed") >= 2, failing[-3000:]
+    # After the limit is lifted at most the round already under way fails; then it flushes.
+    before_close = lifted.partition("CLOSING")[0]
+    assert before_close.count("vector_index.flush_failed") <= 1, out[-3000:]
+    assert "COUNT_REOPENED 550" in lifted
