@@ -460,9 +460,9 @@ class Responder:
             out[i] = answer
             e, chunks, titles = asks[i]
             # A fallback's answer (the LLM failed) is not kept: the LLM's is wanted once it is back.
-            own = answer is not None and answer.source == recommender.name
-            if cache is not None and own and answer is not None and e.vector is not None:
-                cache.put(tenant, chunks, titles, e.vector, answer)
+            if cache is None or answer is None or e.vector is None or answer.source != recommender.name:
+                continue
+            cache.put(tenant, chunks, titles, e.vector, answer)
         return out
 
     def _classified(
