@@ -25,6 +25,12 @@ class RequestLimiter:
             self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         except ValueError as exc:
             raise ConfigError(f"invalid rate limit setting: {exc}") from exc
+        self._in_memory = storage_uri.startswith("memory://")
+
+    @property
+    def blocking(self) -> bool:
+        """True if ``check`` waits on a network storage (Redis): call it off the event loop."""
+        return not self._in_memory
 
     def check(self, tenant: str, api_key: str | None) -> None:
         """Count one request; raise ``RateLimited`` (with seconds to wait) when over budget."""
