@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
@@ -23,6 +21,7 @@ from pydantic import BaseModel
 
 from incident_responder.errors import InvalidInput, NotFound, VersionConflict
 from incident_responder.models import IdempotencyRecord, IncidentResult, Runbook, Ticket, TicketStatus, utcnow
+from incident_responder.pipeline.caching import LruCache
 from incident_responder.ports import ObjectStore, ObjectWrite
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -48,9 +47,9 @@ class TicketRepository:
         self, objects: ObjectStore, *, cache_size: int = 0, on_lookup: Callable[[bool], None] | None = None
     ) -> None:
         self._objects = objects
-        self._kept: OrderedDict[tuple[str, str], tuple[str, Ticket]] = OrderedDict()
-        self._kept_lock = threading.Lock()
-        self._cache_size = cache_size
+        self._kept: LruCache[tuple[str, str], tuple[str, Ticket]] | None = (
+            LruCache(cache_size) if cache_size else None
+        )
         self._on_lookup = on_lookup
 
     @staticmethod
@@ -62,26 +61,20 @@ class TicketRepository:
         found = self._objects.get(self.key(tenant, ticket_id)) if _safe_id(ticket_id) else None
         if found is None:
             raise NotFound(f"ticket {ticket_id} not found")
-        if self._cache_size:
-            with self._kept_lock:
-                version, ticket = self._kept.pop((tenant, ticket_id), ("", None))
-            hit = ticket is not None and version == found.version
+        if self._kept is not None:
+            kept = self._kept.pop((tenant, ticket_id))
+            hit = kept is not None and kept[0] == found.version
             if self._on_lookup is not None:
                 self._on_lookup(hit)
-            if hit and ticket is not None:
-                return ticket, found.version
+            if hit and kept is not None:
+                return kept[1], found.version
         return Ticket.model_validate_json(found.data), found.version
 
     def keep(self, ticket: Ticket, version: str) -> None:
         """Keep ``ticket`` as stored at ``version`` for the next ``get``; the caller is done with
         it (it must not change it any more)."""
-        if not self._cache_size:
-            return
-        with self._kept_lock:
-            self._kept[(ticket.tenant, ticket.ticket_id)] = (version, ticket)
-            self._kept.move_to_end((ticket.tenant, ticket.ticket_id))
-            while len(self._kept) > self._cache_size:
-                self._kept.popitem(last=False)
+        if self._kept is not None:
+            self._kept.put((ticket.tenant, ticket.ticket_id), (version, ticket))
 
     def exists(self, tenant: str, ticket_id: str) -> bool:
         return self._objects.get(self.key(tenant, ticket_id)) is not None

@@ -129,5 +129,6 @@ def test_thousand_identical_incidents_across_four_processes(fleet: list[int], tm
     ticket = httpx.get(
         f"http://127.0.0.1:{fleet[0]}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10
     ).json()
-    logs = "\n".join((tmp_path / f"r{n}.log").read_text(errors="replace")[-1500:] for n in range(PROCESSES))
-    assert ticket["occurrences"] == REPORTS, f"servers' logs (warnings and up):\n{logs}"
+    assert ticket["occurrences"] == REPORTS, "servers' logs (warnings and up):\n" + "\n".join(
+        (tmp_path / f"r{n}.log").read_text(errors="replace")[-1500:] for n in range(PROCESSES)
+    )  # read only when the count is off

@@ -50,6 +50,11 @@ class LruCache(Generic[K, V]):
         with self._lock:
             self._data.pop(key, None)
 
+    def pop(self, key: K) -> V | None:
+        """Remove and return ``key``'s value (no lookup is counted: the caller judges it)."""
+        with self._lock:
+            return self._data.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -16,14 +16,13 @@ outage must not leave offline advice cached after the LLM is back).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from incident_responder.models import Recommendation, RunbookChunk
+from incident_responder.pipeline.caching import LruCache
 from incident_responder.ports import Vector
 
 
@@ -37,10 +36,12 @@ def context_key(tenant: str, chunks: Sequence[RunbookChunk], titles: Mapping[str
     return digest.hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Context:
-    vectors: list[Vector] = field(default_factory=list)
-    answers: list[Recommendation] = field(default_factory=list)
+    """One context's remembered incidents, replaced whole on every put (readers need no lock)."""
+
+    vectors: Vector  # one row per incident, oldest first
+    answers: tuple[Recommendation, ...]
 
 
 class RecommendationCache:
@@ -56,12 +57,10 @@ class RecommendationCache:
             raise ValueError("max_contexts and per_context must be at least 1")
         if not 0.0 < similarity <= 1.0:
             raise ValueError("similarity must be in (0, 1]")
-        self._max = max_contexts
         self._similarity = similarity
         self._per_context = per_context
         self._on_lookup = on_lookup
-        self._contexts: OrderedDict[str, _Context] = OrderedDict()
-        self._lock = threading.Lock()
+        self._contexts: LruCache[str, _Context] = LruCache(max_contexts)
 
     def get(
         self, tenant: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str], vector: Vector
@@ -69,16 +68,12 @@ class RecommendationCache:
         """A copy of the recommendation of the closest remembered incident of this context, if
         it is similar enough; None otherwise (and always when there are no chunks)."""
         found: Recommendation | None = None
-        if chunks:
-            key = context_key(tenant, chunks, titles)
-            with self._lock:
-                context = self._contexts.get(key)
-                if context is not None:
-                    self._contexts.move_to_end(key)
-                    scores = np.stack(context.vectors) @ np.asarray(vector, dtype=np.float32)
-                    best = int(np.argmax(scores))
-                    if float(scores[best]) >= self._similarity:
-                        found = context.answers[best]
+        context = self._contexts.get(context_key(tenant, chunks, titles)) if chunks else None
+        if context is not None:
+            scores = context.vectors @ np.asarray(vector, dtype=np.float32)
+            best = int(np.argmax(scores))
+            if float(scores[best]) >= self._similarity:
+                found = context.answers[best]
         if self._on_lookup is not None:
             self._on_lookup(found is not None)
         return None if found is None else found.model_copy(deep=True)
@@ -94,16 +89,20 @@ class RecommendationCache:
         if not chunks:
             return
         key = context_key(tenant, chunks, titles)
-        kept = answer.model_copy(deep=True)
-        with self._lock:
-            context = self._contexts.setdefault(key, _Context())
-            self._contexts.move_to_end(key)
-            context.vectors.append(np.asarray(vector, dtype=np.float32))
-            context.answers.append(kept)
-            if len(context.vectors) > self._per_context:  # the oldest incident goes first
-                del context.vectors[0], context.answers[0]
-            while len(self._contexts) > self._max:
-                self._contexts.popitem(last=False)
+        row = np.asarray(vector, dtype=np.float32)[None, :]
+        # Replaced whole, not changed in place. Racing with another put or a get of the same
+        # context can only lose an incident or miss once: a cache's misses, never a wrong answer.
+        before = self._contexts.pop(key)
+        if before is None:
+            before = _Context(np.empty((0, row.shape[1]), dtype=np.float32), ())
+        keep = self._per_context  # the oldest incidents go first
+        self._contexts.put(
+            key,
+            _Context(
+                np.concatenate([before.vectors, row])[-keep:],
+                (*before.answers, answer.model_copy(deep=True))[-keep:],
+            ),
+        )
 
     def __len__(self) -> int:
         return len(self._contexts)

@@ -438,14 +438,14 @@ class Responder:
             for e, chunks, titles in asks
         ]
         todo = [i for i, found in enumerate(out) if found is None]
+        if not todo:
+            return out
         recommender = self._recommender
 
         def ask(i: int) -> Recommendation | None:
             e, chunks, titles = asks[i]
             return recommender.recommend(e.report.log, chunks, titles)
 
-        if not todo:
-            return out
         if recommender.remote:
             gate = asyncio.Semaphore(_RECOMMEND_CONCURRENCY)  # a remote LLM answers several at once
 
