@@ -239,6 +239,12 @@ class PerformanceSettings(BaseModel):
     )
     batch_max_wait_ms: float = Field(5.0, ge=0.0, le=100.0, description="longest wait to fill a model batch")
     batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
+    gc_freeze: bool = Field(
+        True, description="at ready, exempt the start-up heap from garbage collection (gc.freeze)"
+    )
+    gc_young_threshold: int = Field(
+        10_000, ge=0, description="allocations between young-generation collections (0 = Python's 700)"
+    )
 
 
 class MetricsSettings(BaseModel):

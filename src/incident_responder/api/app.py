@@ -23,6 +23,7 @@ from incident_responder.api.limits import BodySizeLimit
 from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
+from incident_responder.gc_tuning import tune_gc
 from incident_responder.metrics import Metrics, metrics_for
 from incident_responder.observability.request_ids import RequestIdMiddleware
 from incident_responder.observability.tracing import configure_tracing, get_tracer, instrument_app
@@ -74,6 +75,9 @@ def create_app(
                     built = builder(settings, metrics)
                     app.state.idempotency = IdempotencyGuard(built.idempotency, built.locks)
                     app.state.services = built
+                    perf = settings.performance
+                    if not perf.naive:
+                        tune_gc(freeze=perf.gc_freeze, young_threshold=perf.gc_young_threshold)
                 except Exception as exc:
                     app.state.startup_error = f"{type(exc).__name__}: {exc}"
                     log.exception("service.start_failed")
