@@ -18,6 +18,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	HF_HUB_OFFLINE=1 $(BIN)/incident-responder prepare-model  # the ONNX export, once
 	touch $@
 
 setup: $(VENV)/.installed

@@ -148,6 +148,21 @@ def config(show_json: Annotated[bool, typer.Option("--json", help="print JSON")]
         typer.echo(f"{env:<{width}}  {value or '-':<24}  {doc}")
 
 
+@app.command("prepare-model")
+def prepare_model() -> None:
+    """Export the embedding model for ONNX Runtime into its cache (done by ``make setup``;
+    a server that finds no export makes it at start) and check it loads."""
+    from incident_responder.backends.embedding.bert import BertEmbedder, load_embedder
+
+    settings = _settings(insecure_no_auth=True)
+    configure_logging("warning", settings.log_format)
+    e = settings.embedding
+    embedder = load_embedder(e.model_path, threads=1, runtime=e.runtime, onnx_cache_dir=e.onnx_cache_dir)
+    runtime = embedder.runtime if isinstance(embedder, BertEmbedder) else "sentence-transformers"
+    embedder.embed(["disk full on db-1"])
+    typer.echo(f"embedding model ready: {runtime}")
+
+
 @runbooks_app.command("import")
 def import_runbooks(
     directory: Annotated[

@@ -58,6 +58,14 @@ class EmbeddingSettings(BaseModel):
     threads: int = Field(
         0, ge=0, description="forward passes run side by side, one core each (0: one per usable core)"
     )
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="what runs the model: onnx (ONNX Runtime; torch if it cannot be set up) or torch",
+    )
+    onnx_cache_dir: Path | None = Field(
+        None,
+        description="where the model's ONNX export is kept (unset: ~/.cache/incident-responder/onnx)",
+    )
 
     @property
     def parallel_passes(self) -> int:

@@ -1,5 +1,6 @@
-"""The torch-only BERT embedder computes what sentence-transformers computes for the
-packaged model, and anything it does not recognise goes to sentence-transformers."""
+"""The BERT embedder (on ONNX Runtime by default, or on torch) computes what
+sentence-transformers computes for the packaged model, and anything it does not recognise
+goes to sentence-transformers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from incident_responder.backends.embedding.bert import BertEmbedder, bert_layout, load_embedder
+from incident_responder.backends.embedding.engines import export_name
 from incident_responder.backends.embedding.sentence_transformer import (
     SentenceTransformerEmbedder,
     packaged_model_path,
@@ -38,9 +41,24 @@ def reference() -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder()
 
 
-def test_the_packaged_model_runs_on_the_torch_only_embedder(embedder: Embedder) -> None:
+def test_the_packaged_model_runs_on_onnx_runtime_by_default(embedder: Embedder) -> None:
     assert isinstance(embedder, BertEmbedder)
+    assert embedder.runtime == "onnx"
     assert embedder.dim == 384
+
+
+@pytest.fixture(scope="module")
+def on_torch() -> BertEmbedder:
+    return BertEmbedder(runtime="torch")
+
+
+def test_the_torch_runtime_computes_the_same_vectors(
+    on_torch: BertEmbedder, embedder: Embedder, reference: SentenceTransformerEmbedder
+) -> None:
+    assert on_torch.runtime == "torch"
+    ours, theirs = on_torch.embed(TEXTS), reference.embed(TEXTS)
+    assert (ours * theirs).sum(axis=1).min() >= 0.9999
+    assert (ours * embedder.embed(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
 def test_vectors_match_sentence_transformers(
@@ -140,3 +158,50 @@ def test_batches_split_across_workers_and_concurrent_callers_get_their_own_vecto
         results = list(pool.map(three.embed, rotations))
     for i, got in enumerate(results):
         assert np.allclose(got, np.roll(expected, -i, axis=0), atol=1e-5)
+
+
+def test_the_onnx_export_is_made_once_and_reused(tmp_path: Path, embedder: Embedder) -> None:
+    cache = tmp_path / "onnx"
+    first = BertEmbedder(runtime="onnx", onnx_cache_dir=cache)
+    (export,) = cache.glob("*.onnx")
+    made = export.stat().st_mtime_ns
+    second = BertEmbedder(runtime="onnx", onnx_cache_dir=cache)
+    assert [p.name for p in cache.iterdir()] == [export.name]  # no temp file left behind
+    assert export.stat().st_mtime_ns == made
+    for model in (first, second):
+        assert model.runtime == "onnx"
+        assert np.allclose(model.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_a_damaged_export_is_made_again(tmp_path: Path, embedder: Embedder) -> None:
+    cache = tmp_path / "onnx"
+    path = packaged_model_path()
+    layout = bert_layout(path)
+    assert layout is not None
+    cache.mkdir()
+    (cache / export_name(path, layout)).write_bytes(b"not an onnx model")
+    model = BertEmbedder(runtime="onnx", onnx_cache_dir=cache)
+    assert model.runtime == "onnx"
+    assert (cache / export_name(path, layout)).stat().st_size > 1_000_000
+    assert np.allclose(model.embed(TEXTS[:3]), embedder.embed(TEXTS[:3]), atol=1e-5)
+
+
+def test_without_a_writable_cache_the_model_runs_on_torch(tmp_path: Path, embedder: Embedder) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with capture_logs() as events:
+        model = BertEmbedder(runtime="onnx", onnx_cache_dir=blocker / "onnx")
+    assert model.runtime == "torch"
+    (warning,) = [e for e in events if e["event"] == "embedding.onnx_unavailable"]
+    assert warning["fallback"] == "torch" and "a-file" in warning["error"]
+    assert np.allclose(model.embed(TEXTS[:3]), embedder.embed(TEXTS[:3]), atol=1e-5)
+
+
+def test_the_export_name_follows_the_weights_and_the_architecture(tmp_path: Path) -> None:
+    layout = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 384, "layer_norm_eps": 1e-12}
+    (tmp_path / "model.safetensors").write_bytes(b"weights v1")
+    name = export_name(tmp_path, layout)
+    assert name.endswith("-opset17.onnx") and export_name(tmp_path, dict(layout)) == name
+    assert export_name(tmp_path, {**layout, "num_hidden_layers": 12}) != name
+    (tmp_path / "model.safetensors").write_bytes(b"weights v2")
+    assert export_name(tmp_path, layout) != name

@@ -45,6 +45,8 @@ def build_backends(
             settings.embedding.model_path,
             batch_size=settings.embedding.batch_size,
             threads=settings.embedding.threads,
+            runtime=settings.embedding.runtime,
+            onnx_cache_dir=settings.embedding.onnx_cache_dir,
         )
 
     objects = build_object_store(settings.tickets, settings.data_dir)

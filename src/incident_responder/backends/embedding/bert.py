@@ -1,17 +1,17 @@
-"""A sentence-transformers BERT model (Transformer -> mean Pooling -> Normalize) run on
-torch directly, for start-up time.
+"""A sentence-transformers BERT model (Transformer -> mean Pooling -> Normalize) run
+without sentence-transformers, for start-up time and speed.
 
 Importing ``sentence_transformers`` (with ``transformers``, scikit-learn and scipy behind
-it) costs 4-6 s of a 11-13 s start on a 2-core machine; this module needs only torch,
-``tokenizers`` and ``safetensors`` (together ~2 s). It reads the same files
-sentence-transformers reads (``modules.json``, ``sentence_bert_config.json``,
-``1_Pooling/config.json``, ``config.json``, ``tokenizer.json``, ``model.safetensors``),
-tokenizes the same way (the model's fast tokenizer, truncated at ``max_seq_length``,
-padded to the longest text of a batch, texts sorted by length first) and computes the
-same thing (as one TorchScript graph, :mod:`.bert_graph`, so a forward pass takes the GIL
-once), checked against sentence-transformers in ``tests/unit/test_bert_embedder.py``
-(cosine >= 0.9999). :func:`load_embedder` falls back to sentence-transformers for any
-model directory it does not recognise.
+it) costs 4-6 s of a 11-13 s start on a 2-core machine; this module needs only
+``tokenizers`` and an engine (:mod:`.engines`: ONNX Runtime by default, or torch). It
+reads the same files sentence-transformers reads (``modules.json``,
+``sentence_bert_config.json``, ``1_Pooling/config.json``, ``config.json``,
+``tokenizer.json``, ``model.safetensors``), tokenizes the same way (the model's fast
+tokenizer, truncated at ``max_seq_length``, padded to the longest text of a batch, texts
+sorted by length first) and computes the same thing (the graph of :mod:`.bert_graph`, one
+call per pass, so a pass takes the GIL once), checked against sentence-transformers in
+``tests/unit/test_bert_embedder.py`` (cosine >= 0.9999). :func:`load_embedder` falls back
+to sentence-transformers for any model directory it does not recognise.
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
+from incident_responder.backends.embedding.engines import (
+    Forward,
+    default_cache_dir,
+    onnx_engine,
+    torch_engine,
+)
 from incident_responder.backends.embedding.sentence_transformer import (
     SentenceTransformerEmbedder,
     packaged_model_path,
@@ -40,6 +47,8 @@ _NORMALIZE = "sentence_transformers.models.Normalize"
 # Texts per pass below which a batch is not split across workers: one thread spends ~13 ms
 # of CPU on a lone short text, ~7 ms each on 4, ~5 ms each from 16 on (2-core EPYC).
 _MIN_CHUNK = 16
+
+log = structlog.get_logger(__name__)
 
 
 def _read_json(path: Path) -> Any:
@@ -83,26 +92,35 @@ def bert_layout(path: Path) -> dict[str, Any] | None:
 class BertEmbedder:
     """Texts -> unit vectors, as ``SentenceTransformer.encode(..., normalize_embeddings=True)``."""
 
-    def __init__(self, model_path: Path | None = None, *, batch_size: int = 64, threads: int = 0) -> None:
-        """``threads``: forward passes run at once, one core each (0: one per usable core)."""
-        import torch
-        from safetensors.torch import load_file
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        batch_size: int = 64,
+        threads: int = 0,
+        runtime: Literal["onnx", "torch"] = "onnx",
+        onnx_cache_dir: Path | None = None,
+    ) -> None:
+        """``threads``: forward passes run at once, one core each (0: one per usable core).
+        ``runtime``: what runs a pass (:mod:`.engines`); if ONNX Runtime cannot be set up
+        (no writable cache dir, no onnxruntime), torch runs it and a warning says why."""
         from tokenizers import Tokenizer
-
-        from incident_responder.backends.embedding.bert_graph import scripted_encoder
 
         path = model_path or packaged_model_path()
         config = bert_layout(path)
         if config is None:
             raise ConfigError(f"no BERT sentence-transformers model with mean pooling at {path}")
-        # Single-threaded passes side by side, not one pass on torch's intra-op pool: a pass
-        # on two threads costs 6.4 ms of CPU per text (18 ms for one text alone) against
-        # 4.8 (13) on one, and its threads wait for each other whenever the server's other
-        # threads hold a core. Process-wide, like every torch thread setting.
-        torch.set_num_threads(1)
+        self._forward_pass: Forward | None = None
+        if runtime == "onnx":
+            try:
+                self._forward_pass = onnx_engine(path, config, onnx_cache_dir or default_cache_dir())
+            except (ConfigError, ImportError) as exc:
+                log.warning("embedding.onnx_unavailable", error=str(exc), fallback="torch")
+        self.runtime = "onnx" if self._forward_pass is not None else "torch"
+        if self._forward_pass is None:
+            self._forward_pass = torch_engine(path, config)
         self._workers = threads or usable_cores()
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="embed")
-        self._torch = torch
         self._batch_size = batch_size
         self._max_len = min(config["max_seq_length"], config["max_position_embeddings"])
         self._dim = int(config["hidden_size"])
@@ -110,15 +128,6 @@ class BertEmbedder:
         self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizer.enable_truncation(self._max_len)
         self._tokenizer.no_padding()
-        weights = load_file(str(path / "model.safetensors"))
-        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
-        self._encoder = scripted_encoder(
-            {k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)},
-            layers=int(config["num_hidden_layers"]),
-            heads=int(config["num_attention_heads"]),
-            dim=self._dim,
-            eps=float(config["layer_norm_eps"]),
-        )
         # at most one pass per worker, whichever thread runs it (a caller runs a lone chunk itself)
         self._slots = threading.BoundedSemaphore(self._workers)
 
@@ -146,20 +155,25 @@ class BertEmbedder:
         return out
 
     def _forward(self, ids: list[list[int]]) -> npt.NDArray[np.float32]:
-        # Padded with numpy, then one call into the graph: the GIL is released once per
+        # Padded with numpy, then one call into the engine: the GIL is released once per
         # batch, not once per op (see bert_graph).
         lengths = np.array([len(row) for row in ids])
         tokens = np.zeros((len(ids), int(lengths.max())), dtype=np.int64)
         for row, seq in enumerate(ids):
             tokens[row, : len(seq)] = seq
-        mask = self._torch.from_numpy(np.arange(tokens.shape[1]) < lengths[:, None])
-        with self._slots, self._torch.no_grad():
-            vectors: npt.NDArray[np.float32] = self._encoder(self._torch.from_numpy(tokens), mask).numpy()
-        return vectors
+        mask = np.arange(tokens.shape[1]) < lengths[:, None]
+        assert self._forward_pass is not None
+        with self._slots:
+            return self._forward_pass(tokens, mask)
 
 
 def load_embedder(
-    model_path: Path | None = None, *, batch_size: int = 64, threads: int = 0
+    model_path: Path | None = None,
+    *,
+    batch_size: int = 64,
+    threads: int = 0,
+    runtime: Literal["onnx", "torch"] = "onnx",
+    onnx_cache_dir: Path | None = None,
 ) -> BertEmbedder | SentenceTransformerEmbedder:
     """The fastest embedder that computes the model's own vectors: :class:`BertEmbedder` for a
     BERT mean-pooling model (the packaged default), else sentence-transformers."""
@@ -168,5 +182,7 @@ def load_embedder(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     path = model_path or packaged_model_path()
     if bert_layout(path) is not None:
-        return BertEmbedder(path, batch_size=batch_size, threads=threads)
+        return BertEmbedder(
+            path, batch_size=batch_size, threads=threads, runtime=runtime, onnx_cache_dir=onnx_cache_dir
+        )
     return SentenceTransformerEmbedder(path, batch_size=batch_size, threads=threads)

@@ -55,7 +55,7 @@ class _Layer(torch.nn.Module):
         return F.layer_norm(F.linear(inner, w[6], b[6]) + hidden, [self.dim], w[7], b[7], self.eps)
 
 
-class _Encoder(torch.nn.Module):
+class Encoder(torch.nn.Module):
     """(token ids, mask) of a padded batch -> unit vectors of its mean-pooled last layer."""
 
     def __init__(self, w: Mapping[str, Tensor], layers: int, heads: int, dim: int, eps: float) -> None:
@@ -88,4 +88,4 @@ def scripted_encoder(w: Mapping[str, Tensor], *, layers: int, heads: int, dim: i
         # torch 2.13 marks TorchScript deprecated in favour of torch.export/compile, neither of
         # which gives a GIL-free forward without a C++ compiler at run time; torch is pinned.
         warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
-        return torch.jit.freeze(torch.jit.script(_Encoder(w, layers, heads, dim, eps).eval()))
+        return torch.jit.freeze(torch.jit.script(Encoder(w, layers, heads, dim, eps).eval()))
