@@ -110,15 +110,14 @@ class BertEmbedder:
         config = bert_layout(path)
         if config is None:
             raise ConfigError(f"no BERT sentence-transformers model with mean pooling at {path}")
-        self._forward_pass: Forward | None = None
+        forward: Forward | None = None
         if runtime == "onnx":
             try:
-                self._forward_pass = onnx_engine(path, config, onnx_cache_dir or default_cache_dir())
+                forward = onnx_engine(path, config, onnx_cache_dir or default_cache_dir())
             except (ConfigError, ImportError) as exc:
                 log.warning("embedding.onnx_unavailable", error=str(exc), fallback="torch")
-        self.runtime = "onnx" if self._forward_pass is not None else "torch"
-        if self._forward_pass is None:
-            self._forward_pass = torch_engine(path, config)
+        self.runtime: Literal["onnx", "torch"] = "torch" if forward is None else "onnx"
+        self._forward_pass: Forward = forward or torch_engine(path, config)
         self._workers = threads or usable_cores()
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="embed")
         self._batch_size = batch_size
@@ -162,7 +161,6 @@ class BertEmbedder:
         for row, seq in enumerate(ids):
             tokens[row, : len(seq)] = seq
         mask = np.arange(tokens.shape[1]) < lengths[:, None]
-        assert self._forward_pass is not None
         with self._slots:
             return self._forward_pass(tokens, mask)
 
