@@ -245,7 +245,9 @@ class PerformanceSettings(BaseModel):
         le=1.0,
         description="cosine between two new incidents' logs above which one's recommendation is reused",
     )
-    batch_max_wait_ms: float = Field(5.0, ge=0.0, le=100.0, description="longest wait to fill a model batch")
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0.0, le=100.0, description="extra wait to fill a model batch (0: start when a worker is free)"
+    )
     batch_max_size: int = Field(64, ge=1, le=1024, description="most texts per micro-batch")
     gc_freeze: bool = Field(
         True, description="at ready, exempt the start-up heap from garbage collection (gc.freeze)"

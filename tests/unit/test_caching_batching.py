@@ -87,7 +87,10 @@ async def test_a_failing_model_call_fails_its_callers_only() -> None:
     assert (await ok.embed(["a"])).shape == (1, 4)
 
 
-async def test_batches_run_side_by_side_up_to_the_concurrency_and_the_rest_waits_together() -> None:
+@pytest.mark.parametrize("max_wait", [0.0, 0.001])
+async def test_batches_run_side_by_side_up_to_the_concurrency_and_the_rest_waits_together(
+    max_wait: float,
+) -> None:
     class Slow(CountingEmbedder):
         """Each call blocks until released; records how many run at once."""
 
@@ -109,7 +112,7 @@ async def test_batches_run_side_by_side_up_to_the_concurrency_and_the_rest_waits
                     self.running -= 1
 
     inner = Slow()
-    batcher = MicroBatcher(inner, max_wait=0.001, max_batch=64, concurrency=2)
+    batcher = MicroBatcher(inner, max_wait=max_wait, max_batch=64, concurrency=2)
     first = [asyncio.create_task(batcher.embed([f"a{i}"])) for i in range(2)]
     await asyncio.sleep(0.05)  # batch 1 (a0, a1) is in the model
     second = asyncio.create_task(batcher.embed(["b0"]))
