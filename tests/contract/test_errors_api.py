@@ -54,6 +54,52 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     _error(r, 400, "bad_request")
 
 
+@pytest.mark.parametrize("path", ["/v1/incidents", "/v1/incidents/batch"])
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "fragment"),
+    [
+        (None, b'{"service": "api", "log": "x"}', 422, "body"),  # no content type: not JSON
+        ("text/plain", b'{"service": "api", "log": "x"}', 422, "body"),
+        ("application/json", b"", 422, "body: Field required"),
+        ("application/json", b"[1, 2]", 422, "body"),
+        ("application/json", b"null", 422, "body"),
+        ("application/json; charset=utf-8", b'{"service": "api", "log": 1}', 422, "log"),
+        ("application/json", b'{"service": "api", "log": "x"', 400, "not valid JSON"),
+        ("application/json", b"\xff\xfe", 400, "not valid JSON"),
+    ],
+)
+async def test_bodies_that_are_not_an_incident_object(
+    client: httpx.AsyncClient, path: str, content_type: str | None, raw: bytes, status: int, fragment: str
+) -> None:
+    headers = {**ACME, **({"Content-Type": content_type} if content_type else {})}
+    r = await client.post(path, content=raw, headers=headers)
+    _error(r, status, "invalid_input" if status == 422 else "bad_request")
+    assert fragment in r.json()["error"]["message"]
+
+
+async def test_json_bodies_under_any_json_content_type_are_read(client: httpx.AsyncClient) -> None:
+    one = b'{"service": "api", "log": "vendor json type"}'
+    for content_type in ("application/json", "application/json; charset=utf-8", "application/problem+json"):
+        r = await client.post("/v1/incidents", content=one, headers={**ACME, "Content-Type": content_type})
+        assert r.status_code in (200, 201), r.text
+    batch = b'{"incidents": [{"service": "api", "log": "vendor json type"}]}'
+    r = await client.post(
+        "/v1/incidents/batch", content=batch, headers={**ACME, "Content-Type": "application/vnd.x+json"}
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["status"] == "existing"
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_an_idempotency_key_outside_1_to_255_characters_is_422(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    r = await client.post(
+        "/v1/incidents", json={"service": "api", "log": "x"}, headers={**ACME, "Idempotency-Key": key}
+    )
+    _error(r, 422, "invalid_input")
+    assert "Idempotency-Key" in r.json()["error"]["message"] or "idempotency" in r.json()["error"]["message"]
+
+
 async def test_auth_errors_are_401_and_leak_nothing(client: httpx.AsyncClient) -> None:
     for headers in ({}, {"X-API-Key": "wrong-key-xyz"}, {"X-API-Key": ""}):
         r = await client.post("/v1/incidents", json={"service": "api", "log": "x"}, headers=headers)
