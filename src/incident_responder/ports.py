@@ -55,9 +55,21 @@ class VectorHit:
 
 @dataclass(frozen=True)
 class VectorFilter:
-    """Exact-match conditions on payload fields; every condition must hold."""
+    """Exact-match conditions on payload fields; every condition must hold: each field of
+    ``equals`` has that value, each field of ``any_of`` one of those values (non-empty)."""
 
     equals: Mapping[str, str] = field(default_factory=dict)
+    any_of: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, values in self.any_of.items():
+            if isinstance(values, str) or not values:
+                raise ValueError(f"any_of[{key!r}] must be a non-empty list of values")
+
+    @property
+    def empty(self) -> bool:
+        """No condition at all (matches every point)."""
+        return not self.equals and not self.any_of
 
 
 class VectorIndex(Protocol):

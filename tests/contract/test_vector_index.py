@@ -77,6 +77,46 @@ def test_find_set_payload_delete_exists(index: VectorIndex) -> None:
     assert np.allclose(stored[0].vector, _vec(1, 1), atol=1e-3)  # the embedded index keeps float16
 
 
+def test_any_of_matches_points_with_one_of_the_values(index: VectorIndex) -> None:
+    ids = [_pid() for _ in range(4)]
+    index.upsert(
+        [
+            VectorPoint(
+                ids[0], _vec(1, 0), {"tenant": "t", "service": "s", "fingerprint": "f1", "ticket_id": "A"}
+            ),
+            VectorPoint(
+                ids[1], _vec(0, 1), {"tenant": "t", "service": "s", "fingerprint": "f2", "ticket_id": "B"}
+            ),
+            VectorPoint(
+                ids[2], _vec(1, 1), {"tenant": "t", "service": "s", "fingerprint": "f3", "ticket_id": "C"}
+            ),
+            VectorPoint(
+                ids[3], _vec(1, 0), {"tenant": "t", "service": "x", "fingerprint": "f1", "ticket_id": "D"}
+            ),
+        ]
+    )
+    where = VectorFilter({"tenant": "t", "service": "s"}, any_of={"fingerprint": ["f1", "f3", "f9"]})
+    assert {h.payload["ticket_id"] for h in index.find(where, limit=10)} == {"A", "C"}
+    assert [h.payload["ticket_id"] for h in index.search(_vec(1, 0), where, limit=10)] == ["A", "C"]
+    assert {p.id for p in index.vectors(where)} == {ids[0], ids[2]}
+    two_fields = VectorFilter({"tenant": "t"}, any_of={"fingerprint": ["f1"], "service": ["x", "y"]})
+    assert [h.payload["ticket_id"] for h in index.find(two_fields, limit=10)] == ["D"]
+    index.set_payload(where, {"status": "resolved"})
+    assert {
+        h.payload["ticket_id"]
+        for h in index.find(VectorFilter({"status": "resolved"} | {"tenant": "t"}), limit=10)
+    } == {"A", "C"}
+    index.delete(where)
+    assert [index.exists(i) for i in ids] == [False, True, False, True]
+
+
+def test_any_of_needs_values() -> None:
+    for bad in ([], "f1"):
+        with pytest.raises(ValueError, match="non-empty list"):
+            VectorFilter({"tenant": "t"}, any_of={"fingerprint": bad})  # type: ignore[dict-item]
+    assert VectorFilter().empty and not VectorFilter(any_of={"a": ["b"]}).empty
+
+
 def test_upsert_replaces(index: VectorIndex) -> None:
     pid = _pid()
     index.upsert([VectorPoint(pid, _vec(1, 0), {"tenant": "t", "v": "1"})])

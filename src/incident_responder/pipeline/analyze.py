@@ -7,7 +7,7 @@ judged by template likeness and cosine similarity (``matching.choose_match``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,12 @@ class Recent:
     fingerprint: str
     template: str
     vector: Vector
+
+
+# A fingerprint is indexed with one point per ticket holding it (a few at most, after a
+# race between processes): a batched lookup reads this many points per fingerprint before
+# it checks the ones it did not see one by one.
+_FIND_SLACK = 4
 
 
 class Analyzer:
@@ -83,6 +89,31 @@ class Analyzer:
             self._known.put((tenant, service, fingerprint), ticket_id)
         return ticket_id
 
+    def find_fingerprints(self, tenant: str, service: str, fingerprints: Collection[str]) -> dict[str, str]:
+        """:meth:`find_fingerprint` for several fingerprints of one tenant+service in one
+        index query (blocking): fingerprint -> ticket for those indexed."""
+        if not self._fast_path or not fingerprints:
+            return {}
+        wanted = sorted(set(fingerprints))
+        limit = len(wanted) * _FIND_SLACK
+        where = VectorFilter(
+            {"tenant": tenant, "kind": "incident", "service": service}, any_of={"fingerprint": wanted}
+        )
+        hits = self._index.find(where, limit=limit)
+        found: dict[str, str] = {}
+        for hit in hits:
+            found.setdefault(str(hit.payload["fingerprint"]), str(hit.payload["ticket_id"]))
+        if len(hits) >= limit:  # cut off: a fingerprint not seen may be past the limit
+            for fingerprint in wanted:
+                if fingerprint not in found:
+                    ticket_id = self.find_fingerprint(tenant, service, fingerprint)
+                    if ticket_id is not None:
+                        found[fingerprint] = ticket_id
+        if self._known is not None:
+            for fingerprint, ticket_id in found.items():
+                self._known.put((tenant, service, fingerprint), ticket_id)
+        return found
+
     def decide(
         self,
         tenant: str,
@@ -90,10 +121,19 @@ class Analyzer:
         norm: NormalizedLog,
         vector: Vector | None,
         recent: Sequence[Recent] = (),
+        *,
+        indexed: Mapping[str, str] | None = None,
     ) -> MatchDecision:
         """Which ticket this report joins, among the indexed reports of its tenant+service and
-        ``recent`` (reports of that tenant+service decided but not written yet)."""
-        ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
+        ``recent`` (reports of that tenant+service decided but not written yet). ``indexed``:
+        what :meth:`find_fingerprints` answered for this report's fingerprint among others,
+        just now (else the index is asked for this one)."""
+        if indexed is None:
+            ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
+        else:
+            ticket_id = self.cached_fingerprint(tenant, service, norm.fingerprint) or indexed.get(
+                norm.fingerprint
+            )
         if ticket_id is None and self._fast_path:
             ticket_id = next((r.ticket_id for r in recent if r.fingerprint == norm.fingerprint), None)
         if ticket_id is not None:

@@ -190,6 +190,13 @@ class PgVectorIndex:
             else:
                 parts.append(sql.SQL("payload->>%s = %s"))
                 params.extend([key, str(value)])
+        for key, values in where.any_of.items():
+            if key in INDEXED_FIELDS:
+                parts.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(key)))
+                params.append([str(v) for v in values])
+            else:
+                parts.append(sql.SQL("payload->>%s = ANY(%s)"))
+                params.extend([key, [str(v) for v in values]])
         if not parts:
             return sql.SQL("TRUE"), params
         return sql.SQL(" AND ").join(parts), params
@@ -276,14 +283,14 @@ class PgVectorIndex:
         ]
 
     def set_payload(self, where: VectorFilter, payload: Mapping[str, Any]) -> None:
-        if not where.equals:
+        if where.empty:
             raise ValueError("set_payload needs a filter")
         cond, params = self._where(where)
         statement = sql.SQL("UPDATE {} SET payload = payload || %s WHERE {}").format(self._table, cond)
         self._run("set_payload", lambda conn: conn.execute(statement, [Jsonb(dict(payload)), *params]))
 
     def delete(self, where: VectorFilter) -> None:
-        if not where.equals:
+        if where.empty:
             raise ValueError("delete needs a filter")
         cond, params = self._where(where)
         statement = sql.SQL("DELETE FROM {} WHERE {}").format(self._table, cond)

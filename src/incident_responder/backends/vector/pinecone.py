@@ -147,6 +147,8 @@ class PineconeIndex:
         conditions: dict[str, Any] = {"tenant": {"$eq": tenant}}
         for key, value in where.equals.items():
             conditions[key] = {"$eq": value}
+        for key, values in where.any_of.items():
+            conditions[key] = {"$in": list(values)}
         return conditions
 
     def _vector(self, vector: Any) -> list[float]:
@@ -281,7 +283,7 @@ class PineconeIndex:
         return points
 
     def set_payload(self, where: VectorFilter, payload: Mapping[str, Any]) -> None:
-        if not where.equals:
+        if where.empty:
             raise ValueError("set_payload needs a filter")
         if "tenant" in payload:
             raise ValueError("set_payload cannot move points between tenants (namespaces)")
@@ -298,7 +300,7 @@ class PineconeIndex:
             self._committed(namespace, response.response_info)
 
     def delete(self, where: VectorFilter) -> None:
-        if not where.equals:
+        if where.empty:
             raise ValueError("delete needs a filter")
         for tenant, namespace in self._tenant_namespaces(where, "delete"):
             self._call(

@@ -55,7 +55,7 @@ def scope_of(payload: Mapping[str, Any]) -> str | None:
 
 
 def _filter(where: VectorFilter) -> qe.Filter | None:
-    if not where.equals:
+    if where.empty:
         return None
     equals = dict(where.equals)
     scope = scope_of(equals)
@@ -63,11 +63,13 @@ def _filter(where: VectorFilter) -> qe.Filter | None:
         for field in SCOPE_FIELDS:
             del equals[field]
         equals[SCOPE] = scope
-    return _must(equals)
+    return _must(equals, where.any_of)
 
 
-def _must(equals: Mapping[str, Any]) -> qe.Filter:
-    return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in equals.items()])
+def _must(equals: Mapping[str, Any], any_of: Mapping[str, Sequence[str]] | None = None) -> qe.Filter:
+    conditions: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in equals.items()]
+    conditions += [qe.FieldCondition(key=k, match=qe.MatchAny(list(vs))) for k, vs in (any_of or {}).items()]
+    return qe.Filter(must=conditions)
 
 
 def _public(payload: Mapping[str, Any] | None) -> dict[str, Any]:

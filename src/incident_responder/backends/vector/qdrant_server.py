@@ -59,11 +59,15 @@ def _translate(what: str, exc: Exception) -> BackendError:
 
 
 def _filter(where: VectorFilter) -> models.Filter | None:
-    if not where.equals:
+    if where.empty:
         return None
-    return models.Filter(
-        must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in where.equals.items()]
-    )
+    conditions: list[models.Condition] = [
+        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in where.equals.items()
+    ]
+    conditions += [
+        models.FieldCondition(key=k, match=models.MatchAny(any=list(vs))) for k, vs in where.any_of.items()
+    ]
+    return models.Filter(must=conditions)
 
 
 def _as_list(vector: Any) -> list[float]:
