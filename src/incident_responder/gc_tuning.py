@@ -18,8 +18,6 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-PYTHON_DEFAULT_YOUNG_THRESHOLD = 700
-
 
 def tune_gc(*, freeze: bool, young_threshold: int) -> None:
     """Apply the settings to this process: the young-generation threshold (0 keeps

@@ -114,8 +114,10 @@ class BertEmbedder:
         if runtime == "onnx":
             try:
                 forward = onnx_engine(path, config, onnx_cache_dir or default_cache_dir())
-            except (ConfigError, ImportError) as exc:
-                log.warning("embedding.onnx_unavailable", error=str(exc), fallback="torch")
+            except Exception as exc:  # no onnxruntime, no writable cache, an export that will not load
+                log.warning(
+                    "embedding.onnx_unavailable", error=f"{type(exc).__name__}: {exc}", fallback="torch"
+                )
         self.runtime: Literal["onnx", "torch"] = "torch" if forward is None else "onnx"
         self._forward_pass: Forward = forward or torch_engine(path, config)
         self._workers = threads or usable_cores()
