@@ -66,32 +66,32 @@ def test_one_query_answers_every_fingerprint_of_a_service(index: CountingIndex) 
     _store(index, [("api", "f1", "T1"), ("api", "f2", "T2"), ("api", "f2", "T2"), ("db", "f3", "T3")])
     known: LruCache[tuple[str, str, str], str] = LruCache(100)
     analyzer = _analyzer(index, known)
-    found = analyzer.find_fingerprints("t", "api", ["f1", "f2", "f3", "f9", "f1"])
-    assert found == {"f1": "T1", "f2": "T2"}  # f3 is another service's, f9 nobody's
+    found = analyzer.find_fingerprints("t", [("api", f) for f in ["f1", "f2", "f3", "f9", "f1"]])
+    assert found == {("api", "f1"): "T1", ("api", "f2"): "T2"}  # f3 is another service's, f9 nobody's
     assert len(index.finds) == 1
     assert known.get(("t", "api", "f2")) == "T2" and known.get(("t", "api", "f9")) is None
     one_by_one = {f: analyzer.find_fingerprint("t", "api", f) for f in ["f1", "f2", "f3", "f9"]}
-    assert {f: t for f, t in one_by_one.items() if t is not None} == found
+    assert {("api", f): t for f, t in one_by_one.items() if t is not None} == found
 
 
 def test_a_cut_off_answer_is_completed_one_by_one(index: CountingIndex) -> None:
     # f1 has 9 points (as after many races between processes): more than the batched query
     # reads (4 per fingerprint asked), and they come first, so f2's point is cut off.
     _store(index, [("api", "f1", "T1")] * 9 + [("api", "f2", "T2")])
-    found = _analyzer(index).find_fingerprints("t", "api", ["f1", "f2"])
-    assert found == {"f1": "T1", "f2": "T2"}
+    found = _analyzer(index).find_fingerprints("t", [("api", "f1"), ("api", "f2")])
+    assert found == {("api", "f1"): "T1", ("api", "f2"): "T2"}
     assert [w.any_of.get("fingerprint") for w in index.finds] == [["f1", "f2"], None]
     assert index.finds[1].equals["fingerprint"] == "f2"
 
 
 def test_nothing_asked_or_no_fast_path_asks_nothing(index: CountingIndex) -> None:
     _store(index, [("api", "f1", "T1")])
-    assert _analyzer(index).find_fingerprints("t", "api", []) == {}
+    assert _analyzer(index).find_fingerprints("t", []) == {}
     slow = Analyzer(
         index=index,  # type: ignore[arg-type]
         thresholds=MatchThresholds(template_similarity=0.9, auto_merge=0.9, related=0.7),
         search_limit=10,
         fast_path=False,
     )
-    assert slow.find_fingerprints("t", "api", ["f1"]) == {}
+    assert slow.find_fingerprints("t", [("api", "f1")]) == {}
     assert index.finds == []

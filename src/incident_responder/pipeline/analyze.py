@@ -7,7 +7,7 @@ judged by template likeness and cosine similarity (``matching.choose_match``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +89,20 @@ class Analyzer:
             self._known.put((tenant, service, fingerprint), ticket_id)
         return ticket_id
 
-    def find_fingerprints(self, tenant: str, service: str, fingerprints: Collection[str]) -> dict[str, str]:
-        """:meth:`find_fingerprint` for several fingerprints of one tenant+service in one
-        index query (blocking): fingerprint -> ticket for those indexed."""
+    def find_fingerprints(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """:meth:`find_fingerprint` for several (service, fingerprint) keys of a tenant, one
+        index query per service (blocking): key -> ticket for those indexed."""
+        by_service: dict[str, set[str]] = {}
+        for service, fingerprint in keys:
+            by_service.setdefault(service, set()).add(fingerprint)
+        return {
+            (service, fingerprint): ticket_id
+            for service, fingerprints in by_service.items()
+            for fingerprint, ticket_id in self._find_in_service(tenant, service, fingerprints).items()
+        }
+
+    def _find_in_service(self, tenant: str, service: str, fingerprints: Collection[str]) -> dict[str, str]:
+        """One query: fingerprint -> ticket among ``fingerprints`` of one tenant+service."""
         if not self._fast_path or not fingerprints:
             return {}
         wanted = sorted(set(fingerprints))
@@ -122,7 +133,7 @@ class Analyzer:
         vector: Vector | None,
         recent: Sequence[Recent] = (),
         *,
-        indexed: Mapping[str, str] | None = None,
+        indexed: Mapping[tuple[str, str], str] | None = None,
     ) -> MatchDecision:
         """Which ticket this report joins, among the indexed reports of its tenant+service and
         ``recent`` (reports of that tenant+service decided but not written yet). ``indexed``:
@@ -132,7 +143,7 @@ class Analyzer:
             ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
         else:
             ticket_id = self.cached_fingerprint(tenant, service, norm.fingerprint) or indexed.get(
-                norm.fingerprint
+                (service, norm.fingerprint)
             )
         if ticket_id is None and self._fast_path:
             ticket_id = next((r.ticket_id for r in recent if r.fingerprint == norm.fingerprint), None)

@@ -47,8 +47,7 @@ class LruCache(Generic[K, V]):
                 self._data.popitem(last=False)
 
     def discard(self, key: K) -> None:
-        with self._lock:
-            self._data.pop(key, None)
+        self.pop(key)
 
     def pop(self, key: K) -> V | None:
         """Remove and return ``key``'s value (no lookup is counted: the caller judges it)."""

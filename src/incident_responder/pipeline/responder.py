@@ -219,20 +219,15 @@ class Responder:
         known = [self._analyzer.cached_fingerprint(tenant, service, fp) for service, fp in keys]
         missing = [i for i, k in enumerate(known) if k is None]
         if missing and self._analyzer.fast_path:
-            asked: dict[str, set[str]] = {}
-            for i in missing:
-                service, fingerprint = keys[i]
-                asked.setdefault(service, set()).add(fingerprint)
             try:
                 found = await self._run(
                     "fingerprint",
-                    lambda: {s: self._analyzer.find_fingerprints(tenant, s, fps) for s, fps in asked.items()},
+                    lambda: self._analyzer.find_fingerprints(tenant, [keys[i] for i in missing]),
                 )
             except BackendUnavailable:
                 found = {}  # embed these; each then queues or not on its own
             for i in missing:
-                service, fingerprint = keys[i]
-                known[i] = found.get(service, {}).get(fingerprint)
+                known[i] = found.get(keys[i])
         return known
 
     def _enqueue(self, tenant: str, entry: _Entry, decision: MatchDecision) -> asyncio.Future[IncidentResult]:
@@ -361,16 +356,15 @@ class Responder:
         """Decide each entry in order (blocking: searches the index)."""
         plan = _Plan()
         recent: dict[str, list[Recent]] = {}
-        asked: dict[str, set[str]] = {}
-        for entry in unknown:
-            asked.setdefault(entry.report.service, set()).add(entry.norm.fingerprint)
         # Under the locks: one index query per service, not one per report.
-        indexed = {s: self._analyzer.find_fingerprints(tenant, s, fps) for s, fps in asked.items()}
+        indexed = self._analyzer.find_fingerprints(
+            tenant, [(e.report.service, e.norm.fingerprint) for e in unknown]
+        )
         for entry in unknown:
             service = entry.report.service
             assert entry.vector is not None  # an unknown fingerprint is always embedded
             decision = self._analyzer.decide(
-                tenant, service, entry.norm, entry.vector, recent.get(service, ()), indexed=indexed[service]
+                tenant, service, entry.norm, entry.vector, recent.get(service, ()), indexed=indexed
             )
             if decision.ticket_id is None:
                 report = entry.report
