@@ -24,7 +24,7 @@ from incident_responder.pipeline.responder import KeyedLocks, Responder
 from incident_responder.pipeline.retrieve import RunbookLibrary
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import TicketDesk
-from incident_responder.ports import DeadLetterQueue, Embedder, IdempotencyStore, LockProvider
+from incident_responder.ports import DeadLetterQueue, Embedder, IdempotencyStore, LockProvider, WriteLock
 from incident_responder.reliability.guarded import Guard, GuardedObjectStore, GuardedVectorIndex
 from incident_responder.reliability.retry import RetryPolicy
 from incident_responder.repositories import (
@@ -178,6 +178,7 @@ def build_services(
     ttl = r.idempotency_ttl_hours * 3600
     redis_url = settings.redis.url.get_secret_value()
     locks: LockProvider
+    write_lock: WriteLock | None = None  # one process: its group-commit writer is alone
     idempotency: IdempotencyStore
     closers: list[Callable[[], object]] = []
     redis_client = None
@@ -185,12 +186,15 @@ def build_services(
         from incident_responder.backends.redis.coordination import (
             RedisIdempotencyRepository,
             RedisLocks,
+            RedisWriteLock,
             make_client,
         )
 
         redis_client = make_client(redis_url, timeout=settings.redis.timeout)
         closers.append(redis_client.close)
-        locks = RedisLocks(redis_client, timeout=settings.redis.lock_timeout)
+        lock_timeout = settings.redis.lock_timeout
+        locks = RedisLocks(redis_client, timeout=lock_timeout)
+        write_lock = RedisWriteLock(redis_client, timeout=lock_timeout, blocking_timeout=lock_timeout)
         idempotency = RedisIdempotencyRepository(redis_client, ttl)
 
     else:
@@ -209,6 +213,8 @@ def build_services(
         pending=PendingMarkers(objects),
         index=index,
         normalizer_version=NORMALIZER_VERSION,
+        write_lock=write_lock,
+        on_conflict=metrics.ticket_conflicts.inc,
     )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),

@@ -117,6 +117,11 @@ class Metrics:
             "ir_llm_calls_total", "LLM calls that returned usage", registry=self.registry
         )
 
+        self.ticket_conflicts = Counter(
+            "ir_ticket_write_conflicts_total",
+            "Ticket compare-and-swap writes that lost to another writer and were retried",
+            registry=self.registry,
+        )
         self.cache_lookups = Counter(
             "ir_cache_lookups_total",
             "Cache lookups by cache and result",

@@ -7,7 +7,7 @@ loop push blocking calls to a worker thread (see ``pipeline.responder``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -169,6 +169,15 @@ class LockProvider(Protocol):
 
     def hold(self, *key: str) -> AbstractAsyncContextManager[None]:
         """An async context manager that holds the lock for ``key``."""
+        ...
+
+
+class WriteLock(Protocol):
+    """Takes turns among processes writing one tenant's tickets (blocking). Best effort:
+    compare-and-swap stays the guard, so a lock that cannot be had lets the write go on."""
+
+    def hold(self, tenant: str) -> AbstractContextManager[None]:
+        """A context manager that holds the turn of ``tenant``'s ticket writes."""
         ...
 
 

@@ -7,12 +7,17 @@ A crash leaves the marker behind, and ``reconcile`` (run at start-up) finishes o
 undoes the pair: a ticket without its vector gets it (re-embedded from the stored
 template), a vector without its ticket is deleted.
 Updates (occurrence, regression, resolve) are compare-and-swap on the ticket and
-retried on conflict, so concurrent writers never lose each other's changes.
+retried on conflict, so concurrent writers never lose each other's changes. Between
+rounds a loser waits a random time under a doubling cap ("full jitter"): replicas that
+keep colliding on one ticket in a storm drift apart instead of colliding again.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import structlog
@@ -20,7 +25,7 @@ import structlog
 from incident_responder.errors import NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
-from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint
+from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint, WriteLock
 from incident_responder.repositories import PendingMarkers, TicketRepository
 
 log = structlog.get_logger(__name__)
@@ -28,6 +33,9 @@ log = structlog.get_logger(__name__)
 # Occurrence comments kept per ticket (newest); the count is exact regardless.
 MAX_OCCURRENCE_COMMENTS = 100
 _CAS_ATTEMPTS = 20
+# Backoff after the n-th lost round: uniform in [0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n)].
+_BACKOFF_BASE = 0.002
+_BACKOFF_CAP = 0.2
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,30 @@ class TicketDesk:
         pending: PendingMarkers,
         index: VectorIndex,
         normalizer_version: str,
+        write_lock: WriteLock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_conflict: Callable[[int], None] | None = None,
     ) -> None:
+        """``write_lock`` lets processes take turns updating a tenant's tickets (none: one
+        process); ``sleep`` waits between compare-and-swap rounds; ``on_conflict(n)`` hears
+        of every round in which ``n`` ticket writes lost to another writer."""
+        self._write_lock = write_lock
         self._tickets = tickets
         self._pending = pending
         self._index = index
         self._normalizer_version = normalizer_version
+        self._sleep = sleep
+        self._on_conflict = on_conflict
+
+    def _turn(self, tenant: str) -> AbstractContextManager[None]:
+        return nullcontext() if self._write_lock is None else self._write_lock.hold(tenant)
+
+    def _lost(self, attempt: int, conflicts: int) -> None:
+        """``conflicts`` writes of round ``attempt`` (from 0) lost: count them, then back off."""
+        if self._on_conflict is not None:
+            self._on_conflict(conflicts)
+        if attempt + 1 < _CAS_ATTEMPTS:
+            self._sleep(random.uniform(0.0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
 
     def _point(self, ticket: Ticket, report: Report) -> VectorPoint:
         if report.vector is None:
@@ -125,39 +152,43 @@ class TicketDesk:
 
     def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
         """Record reports in existing tickets (ticket id -> its reports, in order) with one
-        write per ticket, all tickets in one group commit; compare-and-swap, retried per
-        ticket on conflict. The first report to reach a resolved ticket reopens it."""
+        write per ticket, all tickets in one group commit, in the tenant's write turn;
+        compare-and-swap, retried per ticket on conflict. The first report to reach a
+        resolved ticket reopens it."""
         out: dict[str, Attached | NotFound] = {}
         todo = {ticket_id: list(group) for ticket_id, group in reports.items() if group}
         points: list[VectorPoint] = []
         reopened: list[Ticket] = []
-        for _ in range(_CAS_ATTEMPTS):
-            if not todo:
-                break
-            changed: list[tuple[Ticket, str, _Applied]] = []
-            for ticket_id, group in todo.items():
-                try:
-                    ticket, version = self._tickets.get(tenant, ticket_id)
-                except NotFound as exc:
-                    out[ticket_id] = exc
-                    continue
-                applied = _apply(ticket, group)
-                if applied.fresh:
-                    changed.append((ticket, version, applied))
-                else:  # every report a replay this ticket already counted
-                    out[ticket_id] = Attached(ticket, applied.regressions)
-            todo = {}
-            written = self._tickets.update_many([(t, v) for t, v, _ in changed]) if changed else []
-            for (ticket, _, applied), result in zip(changed, written, strict=True):
-                if isinstance(result, VersionConflict):
-                    todo[ticket.ticket_id] = list(reports[ticket.ticket_id])
-                    continue
-                out[ticket.ticket_id] = Attached(ticket, applied.regressions)
-                points.extend(self._point(ticket, r) for r in applied.new_templates)
-                if any(applied.regressions):
-                    reopened.append(ticket)
-                else:  # read from here on, never changed: the next get may have it unparsed
-                    self._tickets.keep(ticket, result)
+        with self._turn(tenant):
+            for attempt in range(_CAS_ATTEMPTS):
+                if not todo:
+                    break
+                changed: list[tuple[Ticket, str, _Applied]] = []
+                for ticket_id, group in todo.items():
+                    try:
+                        ticket, version = self._tickets.get(tenant, ticket_id)
+                    except NotFound as exc:
+                        out[ticket_id] = exc
+                        continue
+                    applied = _apply(ticket, group)
+                    if applied.fresh:
+                        changed.append((ticket, version, applied))
+                    else:  # every report a replay this ticket already counted
+                        out[ticket_id] = Attached(ticket, applied.regressions)
+                todo = {}
+                written = self._tickets.update_many([(t, v) for t, v, _ in changed]) if changed else []
+                for (ticket, _, applied), result in zip(changed, written, strict=True):
+                    if isinstance(result, VersionConflict):
+                        todo[ticket.ticket_id] = list(reports[ticket.ticket_id])
+                        continue
+                    out[ticket.ticket_id] = Attached(ticket, applied.regressions)
+                    points.extend(self._point(ticket, r) for r in applied.new_templates)
+                    if any(applied.regressions):
+                        reopened.append(ticket)
+                    else:  # read from here on, never changed: the next get may have it unparsed
+                        self._tickets.keep(ticket, result)
+                if todo:
+                    self._lost(attempt, len(todo))
         # Ticket-only writes already landed; if these are lost the tickets still hold their
         # templates and ``reindex`` restores the vectors.
         if points:
@@ -187,14 +218,16 @@ class TicketDesk:
         return ticket
 
     def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], None]) -> Ticket:
-        for _ in range(_CAS_ATTEMPTS):
-            ticket, version = self._tickets.get(tenant, ticket_id)
-            change(ticket)
-            try:
-                self._tickets.update(ticket, version)
-            except VersionConflict:
-                continue
-            return ticket
+        for attempt in range(_CAS_ATTEMPTS):
+            with self._turn(tenant):
+                ticket, version = self._tickets.get(tenant, ticket_id)
+                change(ticket)
+                try:
+                    self._tickets.update(ticket, version)
+                    return ticket
+                except VersionConflict:
+                    pass
+            self._lost(attempt, 1)
         raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     @staticmethod

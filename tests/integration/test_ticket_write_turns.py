@@ -1,0 +1,277 @@
+"""Replicas writing the same tickets: compare-and-swap with jittered backoff, and turns
+taken through the real Redis on 127.0.0.1:6379, so that a storm spread over replicas does
+not make them collide on its hot tickets (found by a 4-process storm in CI that got a 409)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import structlog
+
+from incident_responder.backends.objects.local import LocalObjectStore
+from incident_responder.backends.redis.coordination import RedisWriteLock
+from incident_responder.errors import VersionConflict
+from incident_responder.models import Signature, Ticket
+from incident_responder.pipeline import ticketing
+from incident_responder.pipeline.ticketing import Report, TicketDesk
+from incident_responder.ports import ObjectStore, ObjectWrite, WriteLock
+from incident_responder.repositories import PendingMarkers, TicketRepository
+from tests.faults.flaky import FlakyStore, Switch
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+FINGERPRINT = "fp-checkout-timeout"
+REPLICAS, THREADS, ROUNDS, PER_GROUP = 2, 3, 15, 2
+
+
+class NoIndex:
+    """Reports of a template the ticket already has never touch the index."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the index was used: {name}")
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:  # CI starts it; a missing Redis is a failure, not a skip
+        pytest.fail(f"Redis is not running on 127.0.0.1:6379: {exc}")
+    yield client
+    client.close()
+
+
+def _desk(
+    objects: ObjectStore,
+    *,
+    write_lock: WriteLock | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    conflicts: list[int] | None = None,
+) -> TicketDesk:
+    return TicketDesk(
+        tickets=TicketRepository(objects),
+        pending=PendingMarkers(objects),
+        index=NoIndex(),  # type: ignore[arg-type]
+        normalizer_version="test",
+        write_lock=write_lock,
+        sleep=sleep,
+        on_conflict=None if conflicts is None else conflicts.append,
+    )
+
+
+def _open_ticket(objects: ObjectStore) -> str:
+    ticket = Ticket(
+        ticket_id=f"tkt_{uuid.uuid4().hex[:12]}",
+        tenant="acme",
+        service="checkout",
+        title="payment provider timed out",
+        signatures={FINGERPRINT: Signature(template="timed out after <NUM>ms", embed_text="timed out")},
+    )
+    TicketRepository(objects).create_many([ticket])
+    return ticket.ticket_id
+
+
+def _report(n: str) -> Report:
+    return Report(
+        incident_id=f"inc_{n}",
+        log=f"payment provider timed out after {n}ms",
+        fingerprint=FINGERPRINT,
+        template="timed out after <NUM>ms",
+        embed_text="timed out",
+        vector=None,
+    )
+
+
+def _storm(desks: list[TicketDesk], ticket_id: str) -> None:
+    """THREADS threads per replica, each attaching ROUNDS groups of PER_GROUP reports."""
+    errors: list[BaseException] = []
+
+    def writer(desk: TicketDesk, name: str) -> None:
+        try:
+            for r in range(ROUNDS):
+                group = [_report(f"{name}-{r}-{k}") for k in range(PER_GROUP)]
+                desk.attach("acme", {ticket_id: group})
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(desk, f"r{d}t{t}"))
+        for d, desk in enumerate(desks)
+        for t in range(THREADS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def _occurrences(objects: ObjectStore, ticket_id: str) -> int:
+    ticket, _ = TicketRepository(objects).get("acme", ticket_id)
+    assert len({c.incident_id for c in ticket.comments}) == min(
+        ticket.occurrences - 1, ticketing.MAX_OCCURRENCE_COMMENTS
+    )
+    return ticket.occurrences
+
+
+EXPECTED = 1 + REPLICAS * THREADS * ROUNDS * PER_GROUP
+
+
+def test_replicas_without_turns_collide_but_backoff_loses_nothing(tmp_path: Path) -> None:
+    # Each get takes 2 ms, as over a network: a wide window between read and write.
+    switch = Switch(delay=0.002)
+    replicas = [FlakyStore(LocalObjectStore(tmp_path), switch) for _ in range(REPLICAS)]
+    ticket_id = _open_ticket(replicas[0])
+    conflicts: list[int] = []
+    _storm([_desk(objects, conflicts=conflicts) for objects in replicas], ticket_id)
+    assert sum(conflicts) > 0  # the collisions the turns below remove
+    assert _occurrences(replicas[0], ticket_id) == EXPECTED
+
+
+def test_replicas_taking_turns_through_redis_never_collide(tmp_path: Path, client: redis.Redis) -> None:
+    switch = Switch(delay=0.002)
+    replicas = [FlakyStore(LocalObjectStore(tmp_path), switch) for _ in range(REPLICAS)]
+    ticket_id = _open_ticket(replicas[0])
+    prefix = f"ir:test:{uuid.uuid4().hex}:"
+    conflicts: list[int] = []
+    desks = [
+        # One Redis client per replica, as separate processes would have.
+        _desk(
+            objects,
+            write_lock=RedisWriteLock(redis.Redis.from_url(REDIS_URL), prefix=prefix),
+            conflicts=conflicts,
+        )
+        for objects in replicas
+    ]
+    _storm(desks, ticket_id)
+    assert conflicts == []
+    assert _occurrences(replicas[0], ticket_id) == EXPECTED
+    assert client.keys(f"{prefix}*") == []  # every turn was given back
+
+
+def test_comments_take_their_turn_too(tmp_path: Path, client: redis.Redis) -> None:
+    objects = LocalObjectStore(tmp_path)
+    ticket_id = _open_ticket(objects)
+    lock = RedisWriteLock(client, prefix=f"ir:test:{uuid.uuid4().hex}:", blocking_timeout=5)
+    desk = _desk(objects, write_lock=lock)
+    commented = threading.Event()
+
+    def comment() -> None:
+        desk.comment("acme", ticket_id, "alice", "looking into it")
+        commented.set()
+
+    with lock.hold("acme"):  # another replica's group commit is writing
+        worker = threading.Thread(target=comment)
+        worker.start()
+        time.sleep(0.2)
+        assert not commented.is_set()
+    worker.join(timeout=5)
+    assert commented.is_set()
+    ticket, _ = TicketRepository(objects).get("acme", ticket_id)
+    assert (ticket.comments[-1].author, ticket.comments[-1].body) == ("alice", "looking into it")
+
+
+def test_write_goes_on_when_redis_is_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    objects = LocalObjectStore(tmp_path)
+    ticket_id = _open_ticket(objects)
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    desk = _desk(objects, write_lock=RedisWriteLock(unreachable))
+    with structlog.testing.capture_logs() as logs:
+        desk.attach("acme", {ticket_id: [_report("1")]})
+    assert _occurrences(objects, ticket_id) == 2
+    assert [e["event"] for e in logs] == ["redis.write_lock_failed"]
+    assert logs[0]["error"] == "ConnectionError"
+    unreachable.close()
+
+
+def test_write_goes_on_when_the_turn_does_not_come(tmp_path: Path, client: redis.Redis) -> None:
+    objects = LocalObjectStore(tmp_path)
+    ticket_id = _open_ticket(objects)
+    prefix = f"ir:test:{uuid.uuid4().hex}:"
+    stuck = RedisWriteLock(client, prefix=prefix, timeout=30)
+    patient = RedisWriteLock(client, prefix=prefix, blocking_timeout=0.3)
+    desk = _desk(objects, write_lock=patient)
+    with stuck.hold("acme"), structlog.testing.capture_logs() as logs:  # a holder that hangs
+        started = time.perf_counter()
+        desk.attach("acme", {ticket_id: [_report("1")]})
+        waited = time.perf_counter() - started
+    assert 0.3 <= waited < 5
+    assert _occurrences(objects, ticket_id) == 2
+    assert [e["event"] for e in logs] == ["redis.write_lock_timed_out"]
+
+
+class ConflictingStore:
+    """The real store, except that the first ``refusals`` ticket writes lose to a writer
+    that is not there (as if another replica had written in between)."""
+
+    def __init__(self, inner: ObjectStore, refusals: int) -> None:
+        self.inner, self.refusals = inner, refusals
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _refused(self, write: ObjectWrite) -> bool:
+        if "/tickets/" in write.key and self.refusals > 0:
+            self.refusals -= 1
+            return True
+        return False
+
+    def put(self, key: str, data: bytes, **kw: Any) -> str:
+        if self._refused(ObjectWrite(key, data)):
+            raise VersionConflict(f"{key} changed (injected)")
+        return self.inner.put(key, data, **kw)
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        refused = [self._refused(w) for w in writes]
+        landed = iter(self.inner.put_many([w for w, r in zip(writes, refused, strict=True) if not r]))
+        return [VersionConflict("changed (injected)") if r else next(landed) for r in refused]
+
+
+def test_lost_rounds_back_off_under_a_doubling_cap(tmp_path: Path) -> None:
+    objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
+    ticket_id = _open_ticket(objects)
+    objects.refusals = 12
+    waits: list[float] = []
+    conflicts: list[int] = []
+    desk = _desk(objects, sleep=waits.append, conflicts=conflicts)
+    desk.attach("acme", {ticket_id: [_report("1"), _report("2")]})
+    assert _occurrences(objects, ticket_id) == 3
+    assert conflicts == [1] * 12
+    assert len(waits) == 12
+    caps = [min(ticketing._BACKOFF_CAP, ticketing._BACKOFF_BASE * 2**n) for n in range(12)]
+    assert all(0.0 <= w <= cap for w, cap in zip(waits, caps, strict=True))
+    assert max(waits[8:]) > ticketing._BACKOFF_BASE * 2**3  # the cap doubled (random: < 1e-12 to fail)
+
+
+def test_a_comment_that_loses_backs_off_and_lands(tmp_path: Path) -> None:
+    objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
+    ticket_id = _open_ticket(objects)
+    objects.refusals = 3
+    waits: list[float] = []
+    desk = _desk(objects, sleep=waits.append)
+    desk.comment("acme", ticket_id, "alice", "looking into it")
+    assert len(waits) == 3
+    ticket, _ = TicketRepository(objects).get("acme", ticket_id)
+    assert ticket.comments[-1].body == "looking into it"
+
+
+def test_a_ticket_that_keeps_changing_is_a_version_conflict(tmp_path: Path) -> None:
+    objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
+    ticket_id = _open_ticket(objects)
+    objects.refusals = 10_000
+    waits: list[float] = []
+    conflicts: list[int] = []
+    desk = _desk(objects, sleep=waits.append, conflicts=conflicts)
+    with pytest.raises(VersionConflict, match="gave up after 20 attempts"):
+        desk.attach("acme", {ticket_id: [_report("1")]})
+    assert len(conflicts) == ticketing._CAS_ATTEMPTS == 20
+    assert len(waits) == 19  # no wait after the last round
+    objects.refusals = 0
+    assert _occurrences(objects, ticket_id) == 1  # nothing half-written
