@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.s3_servers import S3Server, free_port
 
@@ -96,6 +97,14 @@ def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list
             fh.close()
 
 
+def _sample(exposition: str, name: str) -> float:
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} is not exported")
+
+
 def _server_logs(tmp_path: Path) -> str:
     return "servers' logs (warnings and up):\n" + "\n".join(
         (tmp_path / f"r{n}.log").read_text(errors="replace")[-1500:] for n in range(PROCESSES)
@@ -139,3 +148,11 @@ def test_thousand_identical_incidents_across_four_processes(fleet: list[int], tm
         f"http://127.0.0.1:{fleet[0]}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10
     ).json()
     assert ticket["occurrences"] == REPORTS, _server_logs(tmp_path)
+    # The replicas took turns writing the ticket: no compare-and-swap round was lost.
+    lost = [
+        _sample(
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text, "ir_ticket_write_conflicts_total"
+        )
+        for port in fleet
+    ]
+    assert lost == [0.0] * PROCESSES
