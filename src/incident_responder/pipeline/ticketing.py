@@ -33,9 +33,14 @@ log = structlog.get_logger(__name__)
 # Occurrence comments kept per ticket (newest); the count is exact regardless.
 MAX_OCCURRENCE_COMMENTS = 100
 _CAS_ATTEMPTS = 20
-# Backoff after the n-th lost round: uniform in [0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n)].
+# Backoff after the n-th lost round (from 0): up to min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) s.
 _BACKOFF_BASE = 0.002
 _BACKOFF_CAP = 0.2
+
+
+def full_jitter(cap: float) -> None:
+    """Sleep a random time in [0, cap] ("full jitter")."""
+    time.sleep(random.uniform(0.0, cap))
 
 
 @dataclass(frozen=True)
@@ -63,18 +68,19 @@ class TicketDesk:
         index: VectorIndex,
         normalizer_version: str,
         write_lock: WriteLock | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        back_off: Callable[[float], None] = full_jitter,
         on_conflict: Callable[[int], None] | None = None,
     ) -> None:
         """``write_lock`` lets processes take turns updating a tenant's tickets (none: one
-        process); ``sleep`` waits between compare-and-swap rounds; ``on_conflict(n)`` hears
-        of every round in which ``n`` ticket writes lost to another writer."""
+        process); ``back_off(cap)`` waits between compare-and-swap rounds (default: a random
+        time up to ``cap``); ``on_conflict(n)`` hears of every round in which ``n`` ticket
+        writes lost to another writer."""
         self._write_lock = write_lock
         self._tickets = tickets
         self._pending = pending
         self._index = index
         self._normalizer_version = normalizer_version
-        self._sleep = sleep
+        self._back_off = back_off
         self._on_conflict = on_conflict
 
     def _turn(self, tenant: str) -> AbstractContextManager[None]:
@@ -85,7 +91,7 @@ class TicketDesk:
         if self._on_conflict is not None:
             self._on_conflict(conflicts)
         if attempt + 1 < _CAS_ATTEMPTS:
-            self._sleep(random.uniform(0.0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
+            self._back_off(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
     def _point(self, ticket: Ticket, report: Report) -> VectorPoint:
         if report.vector is None:
