@@ -141,16 +141,14 @@ def test_replicas_taking_turns_through_redis_never_collide(tmp_path: Path, clien
     ticket_id = _open_ticket(replicas[0])
     prefix = f"ir:test:{uuid.uuid4().hex}:"
     conflicts: list[int] = []
+    clients = [redis.Redis.from_url(REDIS_URL) for _ in replicas]  # one per replica, as processes have
     desks = [
-        # One Redis client per replica, as separate processes would have.
-        _desk(
-            objects,
-            write_lock=RedisWriteLock(redis.Redis.from_url(REDIS_URL), prefix=prefix),
-            conflicts=conflicts,
-        )
-        for objects in replicas
+        _desk(objects, write_lock=RedisWriteLock(own, prefix=prefix), conflicts=conflicts)
+        for objects, own in zip(replicas, clients, strict=True)
     ]
     _storm(desks, ticket_id)
+    for own in clients:
+        own.close()
     assert conflicts == []
     assert _occurrences(replicas[0], ticket_id) == EXPECTED
     assert client.keys(f"{prefix}*") == []  # every turn was given back
@@ -178,7 +176,7 @@ def test_comments_take_their_turn_too(tmp_path: Path, client: redis.Redis) -> No
     assert (ticket.comments[-1].author, ticket.comments[-1].body) == ("alice", "looking into it")
 
 
-def test_write_goes_on_when_redis_is_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_goes_on_when_redis_is_unreachable(tmp_path: Path) -> None:
     objects = LocalObjectStore(tmp_path)
     ticket_id = _open_ticket(objects)
     unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
