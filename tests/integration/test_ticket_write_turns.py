@@ -232,10 +232,16 @@ class ConflictingStore:
         return [VersionConflict("changed (injected)") if r else next(landed) for r in refused]
 
 
-def test_lost_rounds_back_off_under_a_doubling_cap(tmp_path: Path) -> None:
+def _losing(tmp_path: Path, refusals: int) -> tuple[ConflictingStore, str]:
+    """A store with one ticket whose next ``refusals`` writes lose."""
     objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
     ticket_id = _open_ticket(objects)
-    objects.refusals = 12
+    objects.refusals = refusals
+    return objects, ticket_id
+
+
+def test_lost_rounds_back_off_under_a_doubling_cap(tmp_path: Path) -> None:
+    objects, ticket_id = _losing(tmp_path, 12)
     caps: list[float] = []
     conflicts: list[int] = []
     desk = _desk(objects, back_off=caps.append, conflicts=conflicts)
@@ -255,9 +261,7 @@ def test_full_jitter_sleeps_a_random_time_up_to_the_cap(monkeypatch: pytest.Monk
 
 
 def test_a_comment_that_loses_backs_off_and_lands(tmp_path: Path) -> None:
-    objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
-    ticket_id = _open_ticket(objects)
-    objects.refusals = 3
+    objects, ticket_id = _losing(tmp_path, 3)
     caps: list[float] = []
     desk = _desk(objects, back_off=caps.append)
     desk.comment("acme", ticket_id, "alice", "looking into it")
@@ -267,9 +271,7 @@ def test_a_comment_that_loses_backs_off_and_lands(tmp_path: Path) -> None:
 
 
 def test_a_ticket_that_keeps_changing_is_a_version_conflict(tmp_path: Path) -> None:
-    objects = ConflictingStore(LocalObjectStore(tmp_path), refusals=0)
-    ticket_id = _open_ticket(objects)
-    objects.refusals = 10_000
+    objects, ticket_id = _losing(tmp_path, 10_000)
     caps: list[float] = []
     conflicts: list[int] = []
     desk = _desk(objects, back_off=caps.append, conflicts=conflicts)

@@ -33,7 +33,39 @@ def _name(prefix: str, key: tuple[str, ...]) -> str:
     return prefix + hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:40]
 
 
-class RedisLocks:
+class _RedisLockMaker:
+    """Named Redis locks that expire ``timeout`` s after they were taken, waited for at most
+    ``blocking_timeout`` s, taken and given back from any thread (blocking client)."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str, timeout: float = 30.0, blocking_timeout: float = 30.0
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._timeout = timeout
+        self._blocking_timeout = blocking_timeout
+
+    def _lock(self, key: tuple[str, ...], *, poll: float) -> Any:
+        return self._client.lock(
+            _name(self._prefix, key),
+            timeout=self._timeout,
+            sleep=poll,
+            blocking_timeout=self._blocking_timeout,
+            thread_local=False,  # acquired and released from different worker threads
+        )
+
+    def _release(self, lock: Any) -> None:
+        """Give ``lock`` back; one that expired meanwhile, or a Redis that fails, is only
+        logged (a lock expires by itself)."""
+        try:
+            lock.release()
+        except LockError:
+            log.warning("redis.lock_expired_before_release", timeout=self._timeout)
+        except RedisError as exc:
+            log.warning("redis.lock_release_failed", error=type(exc).__name__)
+
+
+class RedisLocks(_RedisLockMaker):
     def __init__(
         self,
         client: redis.Redis,
@@ -42,10 +74,7 @@ class RedisLocks:
         timeout: float = 30.0,
         blocking_timeout: float = 30.0,
     ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._timeout = timeout
-        self._blocking_timeout = blocking_timeout
+        super().__init__(client, prefix=prefix, timeout=timeout, blocking_timeout=blocking_timeout)
         self._local = KeyedLocks()
 
     async def _renew(self, lock: Any) -> None:
@@ -67,13 +96,7 @@ class RedisLocks:
         async with self._local.hold(*key):
             # The blocking client in a worker thread: only one thread per key waits
             # here, since same-key callers of this process queue on the local lock.
-            lock = self._client.lock(
-                _name(self._prefix, key),
-                timeout=self._timeout,
-                sleep=0.005,
-                blocking_timeout=self._blocking_timeout,
-                thread_local=False,  # acquired and released from different worker threads
-            )
+            lock = self._lock(key, poll=0.005)
             try:
                 acquired = await anyio.to_thread.run_sync(lock.acquire)
             except RedisError as exc:
@@ -87,15 +110,10 @@ class RedisLocks:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
-                try:
-                    await anyio.to_thread.run_sync(lock.release)
-                except LockError:
-                    log.warning("redis.lock_expired_before_release", timeout=self._timeout)
-                except RedisError as exc:  # it expires by itself
-                    log.warning("redis.lock_release_failed", error=type(exc).__name__)
+                await anyio.to_thread.run_sync(self._release, lock)
 
 
-class RedisWriteLock:
+class RedisWriteLock(_RedisLockMaker):
     """Replicas take turns writing a tenant's tickets (blocking client, from a worker thread).
 
     Without it, replicas in a storm collide on the same hot tickets: every round of
@@ -113,20 +131,11 @@ class RedisWriteLock:
         timeout: float = 30.0,
         blocking_timeout: float = 30.0,
     ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._timeout = timeout
-        self._blocking_timeout = blocking_timeout
+        super().__init__(client, prefix=prefix, timeout=timeout, blocking_timeout=blocking_timeout)
 
     @contextlib.contextmanager
     def hold(self, tenant: str) -> Iterator[None]:
-        lock = self._client.lock(
-            _name(self._prefix, (tenant,)),
-            timeout=self._timeout,
-            sleep=0.002,
-            blocking_timeout=self._blocking_timeout,
-            thread_local=False,
-        )
+        lock = self._lock((tenant,), poll=0.002)
         try:
             acquired = bool(lock.acquire())
         except RedisError as exc:
@@ -139,12 +148,7 @@ class RedisWriteLock:
             yield
         finally:
             if acquired:
-                try:
-                    lock.release()
-                except LockError:
-                    log.warning("redis.lock_expired_before_release", timeout=self._timeout)
-                except RedisError as exc:  # it expires by itself
-                    log.warning("redis.lock_release_failed", error=type(exc).__name__)
+                self._release(lock)
 
 
 class RedisIdempotencyRepository:
