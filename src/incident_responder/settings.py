@@ -54,7 +54,13 @@ class EmbeddingSettings(BaseModel):
     model_path: Path | None = Field(
         None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)"
     )
-    batch_size: int = Field(64, ge=1, le=1024)
+    batch_size: int = Field(64, ge=1, le=1024, description="texts per forward pass at most")
+    pass_tokens: int = Field(
+        512,
+        ge=0,
+        description="padded tokens per forward pass at most (texts x the longest; 0: no limit): "
+        "passes of about 512 tokens cost the least CPU per text",
+    )
     threads: int = Field(
         0, ge=0, description="forward passes run side by side, one core each (0: one per usable core)"
     )

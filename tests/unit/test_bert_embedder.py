@@ -205,3 +205,25 @@ def test_the_export_name_follows_the_weights_and_the_architecture(tmp_path: Path
     assert export_name(tmp_path, {**layout, "num_hidden_layers": 12}) != name
     (tmp_path / "model.safetensors").write_bytes(b"weights v2")
     assert export_name(tmp_path, layout) != name
+
+
+def test_passes_hold_the_longest_texts_first_within_the_token_and_text_limits(tmp_path: Path) -> None:
+    model = BertEmbedder(_copy_model(tmp_path), batch_size=8, threads=2, pass_tokens=100)
+    lengths = [30, 5, 12, 250, 12, 40, 7, 9, 11, 10, 8, 6, 5, 30, 20, 3, 4, 5, 6, 7, 9]
+    passes = model.passes(lengths)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))  # each text once
+    flat = [lengths[i] for p in passes for i in p]
+    assert flat == sorted(lengths, reverse=True)  # longest first: each pass pads little
+    assert passes[0] == [3]  # longer than the budget: a pass of its own
+    for p in passes[1:]:
+        assert len(p) <= 8 and len(p) * lengths[p[0]] <= 100
+    assert [len(p) for p in passes] == [1, 2, 3, 8, 7]  # 250 | 40 30 | 30 20 12 | 12..7 | 6..3
+    # Without a token limit only the text limit (and the split across workers) applies.
+    unlimited = BertEmbedder(_copy_model(tmp_path / "b"), batch_size=8, threads=2, pass_tokens=0)
+    assert [len(p) for p in unlimited.passes(lengths)] == [8, 8, 5]
+
+
+def test_a_small_token_budget_changes_the_passes_not_the_vectors(tmp_path: Path, embedder: Embedder) -> None:
+    # 24 tokens a pass: the long texts run alone, the short ones a few at a time, on 2 workers.
+    small = BertEmbedder(_copy_model(tmp_path), pass_tokens=24, threads=2)
+    assert np.allclose(small.embed(TEXTS * 3), embedder.embed(TEXTS * 3), atol=1e-5)

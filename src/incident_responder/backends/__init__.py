@@ -47,6 +47,7 @@ def build_backends(
             threads=settings.embedding.threads,
             runtime=settings.embedding.runtime,
             onnx_cache_dir=settings.embedding.onnx_cache_dir,
+            pass_tokens=settings.embedding.pass_tokens,
         )
 
     objects = build_object_store(settings.tickets, settings.data_dir)

@@ -47,6 +47,12 @@ _NORMALIZE = "sentence_transformers.models.Normalize"
 # Texts per pass below which a batch is not split across workers: one thread spends ~13 ms
 # of CPU on a lone short text, ~7 ms each on 4, ~5 ms each from 16 on (2-core EPYC).
 _MIN_CHUNK = 16
+# Padded tokens per pass (texts x longest text) that a pass stays under by default. CPU per
+# text on one core of the 2-core EPYC (ONNX Runtime, texts of equal length): at 29 tokens
+# 5.4 ms in passes of 16, 5.8 of 32, 6.0 of 64; at 64 tokens 11.4 ms in passes of 8, 14.0
+# of 64; at 128 tokens 25.7 ms in passes of 4, 33.6 of 64. The best pass holds about 512
+# tokens, whatever the length (bench/README.md).
+PASS_TOKENS = 512
 
 log = structlog.get_logger(__name__)
 
@@ -100,8 +106,11 @@ class BertEmbedder:
         threads: int = 0,
         runtime: Literal["onnx", "torch"] = "onnx",
         onnx_cache_dir: Path | None = None,
+        pass_tokens: int = PASS_TOKENS,
     ) -> None:
-        """``threads``: forward passes run at once, one core each (0: one per usable core).
+        """``batch_size``: texts per pass at most. ``pass_tokens``: padded tokens per pass at
+        most (texts x the longest; a longer text gets a pass of its own; 0: no limit).
+        ``threads``: forward passes run at once, one core each (0: one per usable core).
         ``runtime``: what runs a pass (:mod:`.engines`); if ONNX Runtime cannot be set up
         (no writable cache dir, no onnxruntime), torch runs it and a warning says why."""
         from tokenizers import Tokenizer
@@ -123,6 +132,7 @@ class BertEmbedder:
         self._workers = threads or usable_cores()
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="embed")
         self._batch_size = batch_size
+        self._pass_tokens = pass_tokens
         self._max_len = min(config["max_seq_length"], config["max_position_embeddings"])
         self._dim = int(config["hidden_size"])
         self._lower = config["do_lower_case"]  # sentence-transformers lowercases before tokenizing
@@ -141,12 +151,8 @@ class BertEmbedder:
         if not texts:
             return out
         encodings = self._tokenizer.encode_batch([t.lower() for t in texts] if self._lower else list(texts))
-        # Sorted by length, so each chunk pads little; split so every worker gets a share, but
-        # not below _MIN_CHUNK texts a pass (smaller passes cost more CPU per text; under load
-        # the micro-batcher keeps the other workers busy with other batches).
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        size = min(self._batch_size, max(_MIN_CHUNK, -(-len(order) // self._workers)))
-        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        lengths = [len(e.ids) for e in encodings]
+        chunks = self.passes(lengths)
         ids = [[encodings[i].ids for i in chunk] for chunk in chunks]
         if len(chunks) == 1:
             out[chunks[0]] = self._forward(ids[0])
@@ -154,6 +160,25 @@ class BertEmbedder:
         for chunk, vectors in zip(chunks, self._pool.map(self._forward, ids), strict=True):
             out[chunk] = vectors
         return out
+
+    def passes(self, lengths: Sequence[int]) -> list[list[int]]:
+        """The passes for texts of these token lengths, as lists of text positions.
+
+        Longest first, so each pass pads little. A pass holds at most ``batch_size`` texts
+        and ``pass_tokens`` padded tokens (its first text is its longest). A batch is split
+        so that every worker gets a share, but not below _MIN_CHUNK texts a pass (smaller
+        passes cost more CPU per text; under load the micro-batcher keeps the other workers
+        busy with other batches)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        cap = min(self._batch_size, max(_MIN_CHUNK, -(-len(order) // self._workers)))
+        chunks, start = [], 0
+        while start < len(order):
+            size = cap
+            if self._pass_tokens > 0:
+                size = min(size, max(1, self._pass_tokens // lengths[order[start]]))
+            chunks.append(order[start : start + size])
+            start += size
+        return chunks
 
     def _forward(self, ids: list[list[int]]) -> npt.NDArray[np.float32]:
         # Padded with numpy, then one call into the engine: the GIL is released once per
@@ -174,6 +199,7 @@ def load_embedder(
     threads: int = 0,
     runtime: Literal["onnx", "torch"] = "onnx",
     onnx_cache_dir: Path | None = None,
+    pass_tokens: int = PASS_TOKENS,
 ) -> BertEmbedder | SentenceTransformerEmbedder:
     """The fastest embedder that computes the model's own vectors: :class:`BertEmbedder` for a
     BERT mean-pooling model (the packaged default), else sentence-transformers."""
@@ -183,6 +209,11 @@ def load_embedder(
     path = model_path or packaged_model_path()
     if bert_layout(path) is not None:
         return BertEmbedder(
-            path, batch_size=batch_size, threads=threads, runtime=runtime, onnx_cache_dir=onnx_cache_dir
+            path,
+            batch_size=batch_size,
+            threads=threads,
+            runtime=runtime,
+            onnx_cache_dir=onnx_cache_dir,
+            pass_tokens=pass_tokens,
         )
     return SentenceTransformerEmbedder(path, batch_size=batch_size, threads=threads)
