@@ -116,12 +116,18 @@ class StoredObject:
 
 @dataclass(frozen=True)
 class ObjectWrite:
-    """One write of :meth:`ObjectStore.put_many`, with the conditions of :meth:`ObjectStore.put`."""
+    """One write of :meth:`ObjectStore.put_many`, with the conditions of :meth:`ObjectStore.put`.
+
+    ``after`` names the key of an earlier write of the same group: this write lands only
+    if that one does (else it is refused with a ``VersionConflict`` too), and never before
+    it (a crash may leave the first without the second, never the reverse).
+    """
 
     key: str
     data: bytes
     if_version: str | None = None
     if_absent: bool = False
+    after: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -140,9 +146,11 @@ class ObjectStore(Protocol):
         ...
 
     def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        """Several writes as one group commit (keys must differ): per write, the new version
-        or the ``VersionConflict`` that refused it. A store failure raises ``BackendUnavailable``
-        (or another ``BackendError``); then any subset of the writes may have landed."""
+        """Several writes as one group commit (keys must differ; an ``after`` must name an
+        earlier write of the group, else ``InvalidInput``): per write, the new version or the
+        ``VersionConflict`` that refused it. A store failure raises ``BackendUnavailable``
+        (or another ``BackendError``); then any subset of the writes may have landed, though
+        never a write without the one it comes ``after``."""
         ...
 
     def delete(self, key: str) -> None:

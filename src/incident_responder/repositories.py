@@ -79,11 +79,19 @@ class TicketRepository:
     def exists(self, tenant: str, ticket_id: str) -> bool:
         return self._objects.get(self.key(tenant, ticket_id)) is not None
 
-    def create_many(self, tickets: Sequence[Ticket]) -> list[str]:
-        """Create several new tickets in one group commit; refuses (``VersionConflict``) if any exists."""
-        written = self._objects.put_many(
-            [ObjectWrite(self.key(t.tenant, t.ticket_id), _dump(t), if_absent=True) for t in tickets]
-        )
+    def create_many(
+        self, tickets: Sequence[Ticket], *, first: ObjectWrite | None = None, also: Sequence[ObjectWrite] = ()
+    ) -> list[str]:
+        """Create several new tickets in one group commit, after the write ``first`` (if
+        given) and with the writes ``also`` (which may come ``after`` a ticket); refuses
+        (``VersionConflict``) if any ticket exists."""
+        lead = [] if first is None else [first]
+        after = None if first is None else first.key
+        writes = [
+            ObjectWrite(self.key(t.tenant, t.ticket_id), _dump(t), if_absent=True, after=after)
+            for t in tickets
+        ]
+        written = self._objects.put_many([*lead, *writes, *also])[len(lead) : len(lead) + len(writes)]
         for result in written:
             if isinstance(result, VersionConflict):
                 raise result
@@ -95,9 +103,12 @@ class TicketRepository:
         ticket.updated_at = utcnow()
         return self._objects.put(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
 
-    def update_many(self, changed: Sequence[tuple[Ticket, str]]) -> list[str | VersionConflict]:
-        """Compare-and-swap of several tickets in one group commit: per ticket, its new
-        version or the ``VersionConflict`` that refused it."""
+    def update_many(
+        self, changed: Sequence[tuple[Ticket, str]], *, also: Sequence[ObjectWrite] = ()
+    ) -> list[str | VersionConflict]:
+        """Compare-and-swap of several tickets in one group commit, with the writes ``also``
+        (which may come ``after`` a ticket): per ticket, its new version or the
+        ``VersionConflict`` that refused it."""
         now = utcnow()
         writes = []
         for ticket, version in changed:
@@ -106,7 +117,7 @@ class TicketRepository:
             writes.append(
                 ObjectWrite(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
             )
-        return self._objects.put_many(writes)
+        return self._objects.put_many([*writes, *also])[: len(writes)]
 
     def delete(self, tenant: str, ticket_id: str) -> None:
         self._objects.delete(self.key(tenant, ticket_id))
@@ -159,8 +170,12 @@ class IncidentRepository:
 
     def put_many(self, tenant: str, results: Sequence[IncidentResult]) -> None:
         """Several outcomes in one group commit."""
-        writes = [ObjectWrite(f"{tenant}/incidents/{r.incident_id}.json", _dump(r)) for r in results]
-        self._objects.put_many(writes)
+        self._objects.put_many(self.writes(tenant, results))
+
+    @staticmethod
+    def writes(tenant: str, results: Sequence[IncidentResult]) -> list[ObjectWrite]:
+        """The writes that store ``results``, for a group commit of the caller's."""
+        return [ObjectWrite(f"{tenant}/incidents/{r.incident_id}.json", _dump(r)) for r in results]
 
     def get(self, tenant: str, incident_id: str) -> IncidentResult:
         found = self._objects.get(f"{tenant}/incidents/{incident_id}.json") if _safe_id(incident_id) else None
@@ -205,11 +220,17 @@ class PendingMarkers:
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 
+    def marker(self, tenant: str, ticket_ids: Sequence[str]) -> ObjectWrite:
+        """The write that marks ``ticket_ids`` (non-empty) as being opened, for a group commit
+        that writes it before their tickets."""
+        key = f"{tenant}/pending/{self._GROUP}{ticket_ids[0]}.json"  # ticket ids are unique
+        return ObjectWrite(key, json.dumps({"ticket_ids": list(ticket_ids)}).encode())
+
     def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> str:
         """Mark ``ticket_ids`` (non-empty) as being opened; returns the marker's key."""
-        key = f"{tenant}/pending/{self._GROUP}{ticket_ids[0]}.json"  # ticket ids are unique
-        self._objects.put_many([ObjectWrite(key, json.dumps({"ticket_ids": list(ticket_ids)}).encode())])
-        return key
+        write = self.marker(tenant, ticket_ids)
+        self._objects.put_many([write])
+        return write.key
 
     def clear(self, key: str) -> None:
         self._objects.delete(key)

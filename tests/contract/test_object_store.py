@@ -81,6 +81,44 @@ def test_put_many_applies_each_condition_on_its_own(store: ObjectStore) -> None:
     assert store.put_many([]) == []
 
 
+def test_put_many_writes_after_a_write_only_if_that_one_lands(store: ObjectStore) -> None:
+    # A ticket's compare-and-swap and the incident records that may exist only with it.
+    v_a = store.put("g/tickets/a.json", b"a1")
+    store.put("g/tickets/b.json", b"b1")
+    results = store.put_many(
+        [
+            ObjectWrite("g/tickets/a.json", b"a2", if_version=v_a),  # current: lands
+            ObjectWrite("g/tickets/b.json", b"b2", if_version=v_a),  # stale: refused
+            ObjectWrite("g/incidents/1.json", b"r1", after="g/tickets/a.json"),
+            ObjectWrite("g/incidents/2.json", b"r2", after="g/tickets/b.json"),
+            ObjectWrite("g/incidents/3.json", b"r3", after="g/incidents/2.json"),  # a chain
+            ObjectWrite("g/incidents/4.json", b"r4"),
+        ]
+    )
+    landed = [isinstance(r, str) for r in results]
+    assert landed == [True, False, True, False, False, True]
+    assert "g/tickets/b.json was refused" in str(results[3])
+    assert {k: (got.data if (got := store.get(f"g/incidents/{k}.json")) else None) for k in "1234"} == {
+        "1": b"r1",
+        "2": None,
+        "3": None,
+        "4": b"r4",
+    }
+
+
+@pytest.mark.parametrize("after", ["g/later.json", "g/absent.json", "g/self.json"])
+def test_put_many_rejects_an_after_that_names_no_earlier_write(store: ObjectStore, after: str) -> None:
+    with pytest.raises(InvalidInput, match="not an earlier write"):
+        store.put_many(
+            [
+                ObjectWrite("g/first.json", b"1"),
+                ObjectWrite("g/self.json", b"2", after=after),
+                ObjectWrite("g/later.json", b"3"),
+            ]
+        )
+    assert [store.get(k) for k in ("g/first.json", "g/self.json", "g/later.json")] == [None, None, None]
+
+
 def test_put_many_rejects_a_key_twice(store: ObjectStore) -> None:
     with pytest.raises(InvalidInput):
         store.put_many([ObjectWrite("g/a.json", b"1"), ObjectWrite("g/a.json", b"2")])
@@ -208,6 +246,20 @@ def test_local_put_many_failure_is_unavailable_and_leaves_no_temp_files(tmp_path
     (tmp_path / "o" / "g" / "b.json").mkdir()  # a directory where a file must go: rename fails
     with pytest.raises(BackendUnavailable):
         store.put_many([ObjectWrite("g/a.json", b"2"), ObjectWrite("g/b.json", b"3")])
+    assert not [p for p in (tmp_path / "o" / "g").iterdir() if ".tmp-" in p.name]
+
+
+def test_local_put_many_renames_in_order_so_a_failure_never_keeps_a_write_without_its_predecessor(
+    tmp_path: Path,
+) -> None:
+    store = LocalObjectStore(tmp_path / "o")
+    (tmp_path / "o" / "g").mkdir(parents=True)
+    (tmp_path / "o" / "g" / "ticket.json").mkdir()  # a directory where the file must go: its rename fails
+    with pytest.raises(BackendUnavailable):
+        store.put_many(
+            [ObjectWrite("g/ticket.json", b"t"), ObjectWrite("g/record.json", b"r", after="g/ticket.json")]
+        )
+    assert store.get("g/record.json") is None
     assert not [p for p in (tmp_path / "o" / "g").iterdir() if ".tmp-" in p.name]
 
 

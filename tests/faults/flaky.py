@@ -107,10 +107,13 @@ class FlakyIndex:
 
 class GroupWritesDown:
     """The real store, except that while ``down`` a ``put_many`` holding a write that
-    ``refuses`` picks fails as a whole (a backend-level fault in the middle of a group)."""
+    ``refuses`` picks fails (a backend-level fault in the middle of a group): as a whole,
+    or with ``partial`` after the writes before the first refused one have landed."""
 
-    def __init__(self, inner: ObjectStore, refuses: Callable[[ObjectWrite], bool], what: str) -> None:
-        self.inner, self.refuses, self.what = inner, refuses, what
+    def __init__(
+        self, inner: ObjectStore, refuses: Callable[[ObjectWrite], bool], what: str, *, partial: bool = False
+    ) -> None:
+        self.inner, self.refuses, self.what, self.partial = inner, refuses, what, partial
         self.down = False
         self.refused = 0
 
@@ -118,8 +121,11 @@ class GroupWritesDown:
         return getattr(self.inner, name)
 
     def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        if self.down and any(self.refuses(w) for w in writes):
+        first = next((i for i, w in enumerate(writes) if self.refuses(w)), None)
+        if self.down and first is not None:
             self.refused += 1
+            if self.partial and first > 0:
+                self.inner.put_many(writes[:first])
             raise BackendUnavailable(f"{self.what} failed: disk full (injected)")
         return self.inner.put_many(writes)
 

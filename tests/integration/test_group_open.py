@@ -1,22 +1,24 @@
 """New tickets of a request are opened as one group: decided in order (a later report
-joins a ticket an earlier one of the same request opened), written together (markers,
-tickets, one vector upsert, records), searchable before the locks are released, and
-every failure still ends in an answer."""
+joins a ticket an earlier one of the same request opened), written together (marker,
+tickets and records in one group commit, then one vector upsert), searchable before the
+locks are released, and every failure still ends in an answer."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from incident_responder.backends import build_backends
 from incident_responder.container import Services, build_services
+from incident_responder.errors import BackendUnavailable
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.models import IncidentReport
 from incident_responder.pipeline.ticketing import Draft, Report
-from incident_responder.ports import Embedder, VectorFilter
+from incident_responder.ports import Embedder, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, GroupWritesDown, crash
 from tests.helpers import metric_total
@@ -67,8 +69,9 @@ async def test_a_batch_opens_its_new_tickets_as_one_group(make_services: Callabl
     joined = [results[i] for i in (2, 4, 5)]
     assert all(r.match is not None and r.match.method == "fingerprint" for r in joined)
     assert all(r.matched_ticket_id == r.ticket_id for r in joined)
-    # one group: markers, tickets, incident records (three ticket openings would be nine)
-    assert _put_many_calls(services) - before == 3
+    # one group commit: the marker, then the tickets, each followed by its incident records
+    # (three ticket openings, each with a marker and records of its own, would be nine)
+    assert _put_many_calls(services) - before == 1
     assert _pending(services, "acme") == []
     for ticket_id, reports in ((db, (0, 2, 5)), (auth, (1, 4)), (checkout, (3,))):
         assert ticket_id is not None
@@ -128,7 +131,7 @@ async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_onc
     settings = make_settings(reliability={"retry_attempts": 1})
     backends = build_backends(settings, embedder=embedder)
     faulty = GroupWritesDown(
-        backends.objects, lambda w: "/tickets/" in w.key and w.if_absent, "creating tickets"
+        backends.objects, lambda w: "/tickets/" in w.key and w.if_absent, "creating tickets", partial=True
     )
     backends.objects = faulty
     services = build_services(settings, backends=backends)
@@ -149,6 +152,48 @@ async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_onc
         assert got[0].ticket_id is not None
         ticket, _ = services.tickets.get("acme", got[0].ticket_id)
         assert ticket.occurrences == 2
+    finally:
+        services.close()
+
+
+class UpsertsDown:
+    """The real index, except that upserts fail while ``down`` (searches still answer)."""
+
+    def __init__(self, inner: VectorIndex) -> None:
+        self.inner, self.down = inner, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if self.down:
+            raise BackendUnavailable("vector upsert failed: disk full (injected)")
+        self.inner.upsert(points)
+
+
+async def test_a_failed_vector_upsert_after_tickets_and_records_landed_is_made_whole_by_replay(
+    make_settings: Callable[..., Settings], embedder: Embedder
+) -> None:
+    settings = make_settings(reliability={"retry_attempts": 1})
+    backends = build_backends(settings, embedder=embedder)
+    index = UpsertsDown(backends.index)
+    backends.index = index
+    services = build_services(settings, backends=backends)
+    try:
+        index.down = True
+        queued = await services.responder.handle_batch("acme", [_report("db", 1), _report("auth", 2)])
+        assert [r.status for r in queued] == ["queued", "queued"]
+        # Tickets and records landed in their group commit; the marker stays for the vectors.
+        assert len(list(services.tickets.iter_all("acme"))) == 2 and len(_pending(services, "acme")) == 1
+        index.down = False
+        assert await services.replay_dead_letters() == (2, 0)
+        assert _pending(services, "acme") == []
+        got = [await services.responder.lookup("acme", r.incident_id) for r in queued]
+        assert [g.status for g in got] == ["new", "new"]
+        assert all(g.ticket_id is not None and _points(services, g.ticket_id) == 1 for g in got)
+        # Searchable again: the next report of the same incident joins its ticket.
+        again = await services.responder.handle("acme", _report("db", 3))
+        assert again.status == "existing" and again.ticket_id == got[0].ticket_id
     finally:
         services.close()
 
@@ -189,8 +234,9 @@ async def test_naive_mode_opens_one_ticket_per_group(
     )
     assert [r.status for r in results] == ["new", "new", "existing", "new"]
     assert results[0].ticket_id == results[2].ticket_id
-    # three openings of three writes each, and the repeat's ticket + record
-    assert _put_many_calls(services) - before == 3 * 3 + 2
+    # three openings of one group commit each (marker, ticket, records), and the repeat's
+    # (ticket, record)
+    assert _put_many_calls(services) - before == 3 + 1
 
 
 async def test_a_large_batch_is_opened_in_bounded_groups_and_stays_in_order(
@@ -206,8 +252,8 @@ async def test_a_large_batch_is_opened_in_bounded_groups_and_stays_in_order(
     results = await services.responder.handle_batch("acme", reports)
     assert [r.status for r in results] == ["new"] * 70 + ["existing"]
     assert len({r.ticket_id for r in results}) == 70 and results[-1].ticket_id == results[0].ticket_id
-    # groups of at most 64 new tickets: two openings of three writes, then the repeat's two
-    assert _put_many_calls(services) - before == 2 * 3 + 2
+    # groups of at most 64 new tickets: two openings of one group commit, then the repeat's
+    assert _put_many_calls(services) - before == 2 + 1
     assert _pending(services, "acme") == []
 
 

@@ -227,9 +227,12 @@ class ConflictingStore:
         return self.inner.put(key, data, **kw)
 
     def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        refused = [self._refused(w) for w in writes]
-        landed = iter(self.inner.put_many([w for w, r in zip(writes, refused, strict=True) if not r]))
-        return [VersionConflict("changed (injected)") if r else next(landed) for r in refused]
+        refused: set[str] = set()  # and what comes after a refused write is refused with it
+        for write in writes:
+            if self._refused(write) or write.after in refused:
+                refused.add(write.key)
+        landed = iter(self.inner.put_many([w for w in writes if w.key not in refused]))
+        return [VersionConflict("changed (injected)") if w.key in refused else next(landed) for w in writes]
 
 
 def _losing(tmp_path: Path, refusals: int) -> tuple[ConflictingStore, str]:
@@ -281,3 +284,34 @@ def test_a_ticket_that_keeps_changing_is_a_version_conflict(tmp_path: Path) -> N
     assert len(caps) == 19  # no wait after the last round
     objects.refusals = 0
     assert _occurrences(objects, ticket_id) == 1  # nothing half-written
+
+
+def test_records_land_in_their_tickets_group_and_never_in_a_lost_round(tmp_path: Path) -> None:
+    objects, ticket_id = _losing(tmp_path, 2)
+    landed: list[list[str]] = []  # per put_many, the keys that landed, in order
+    write_group = objects.put_many
+
+    def spy(writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        results = write_group(writes)
+        landed.append([w.key for w, r in zip(writes, results, strict=True) if isinstance(r, str)])
+        return results
+
+    objects.put_many = spy  # type: ignore[method-assign]
+    asked: list[tuple[int, list[bool]]] = []
+
+    def records(asked_for: str, attached: ticketing.Attached) -> list[ObjectWrite]:
+        assert asked_for == ticket_id
+        asked.append((attached.ticket.occurrences, attached.regressions))
+        return [ObjectWrite(f"acme/incidents/inc_{n}.json", b"{}") for n in (1, 2)]
+
+    desk = _desk(objects, back_off=lambda cap: None)
+    desk.attach("acme", {ticket_id: [_report("1"), _report("2")]}, records=records)
+    assert asked == [(3, [False, False])] * 3  # asked again after each lost round
+    ticket_key = TicketRepository.key("acme", ticket_id)
+    records_keys = ["acme/incidents/inc_1.json", "acme/incidents/inc_2.json"]
+    assert landed == [[], [], [ticket_key, *records_keys]]  # lost rounds wrote no record either
+    assert _occurrences(objects, ticket_id) == 3
+    # A replay of both: the ticket counted them already, so only the records are written.
+    desk.attach("acme", {ticket_id: [_report("1"), _report("2")]}, records=records)
+    assert landed[-1] == records_keys
+    assert _occurrences(objects, ticket_id) == 3

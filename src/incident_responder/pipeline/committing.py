@@ -2,8 +2,11 @@
 
 A storm is mostly repeats, and a repeat costs two durable writes (its ticket, its
 incident record). The writer queues repeats and commits everything queued as one
-group: one compare-and-swap write per ticket however many of its reports arrived,
-and all incident records, in one ``put_many`` each (one journal flush on local disk).
+group: one compare-and-swap write per ticket however many of its reports arrived, each
+followed by its reports' incident records, all in one ``put_many`` (one pair of journal
+flushes on local disk). A record is written ``after`` its ticket: it lands only if the
+ticket's write does, and never without it, so a stored record always means its ticket
+counts it (what a dead-letter replay relies on).
 A group starts as soon as the previous one is done, so an idle server writes at once
 and a busy one writes bigger groups; nobody waits for a timer. Every caller is
 answered only after its group is durable.
@@ -21,6 +24,7 @@ from incident_responder.errors import NotFound
 from incident_responder.models import IncidentResult, Match, Ticket
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.ticketing import Attached, Report, TicketDesk
+from incident_responder.ports import ObjectWrite
 from incident_responder.repositories import IncidentRepository
 
 T = TypeVar("T")
@@ -97,10 +101,20 @@ class RepeatWriter:
         return [out[i] for i in range(len(repeats))]
 
     def _commit_tenant(self, tenant: str, repeats: Sequence[Repeat]) -> list[IncidentResult | Exception]:
-        by_ticket: dict[str, list[Report]] = {}
+        by_ticket: dict[str, list[Repeat]] = {}
         for repeat in repeats:
-            by_ticket.setdefault(repeat.ticket_id, []).append(repeat.report)
-        attached = self._desk.attach(tenant, by_ticket)
+            by_ticket.setdefault(repeat.ticket_id, []).append(repeat)
+        outcomes: dict[str, list[IncidentResult]] = {}  # per ticket, its repeats' in order
+
+        def records(ticket_id: str, attached: Attached) -> list[ObjectWrite]:
+            # The records land with their ticket, in its group commit (one journal flush for both).
+            group = by_ticket[ticket_id]
+            outcomes[ticket_id] = [_result(r, attached, attached.regressions[n]) for n, r in enumerate(group)]
+            return self._incidents.writes(tenant, outcomes[ticket_id])
+
+        attached = self._desk.attach(
+            tenant, {t: [r.report for r in group] for t, group in by_ticket.items()}, records=records
+        )
         seen: dict[str, int] = {}
         results: list[IncidentResult | Exception] = []
         for repeat in repeats:
@@ -110,10 +124,7 @@ class RepeatWriter:
                 continue
             nth = seen.get(repeat.ticket_id, 0)
             seen[repeat.ticket_id] = nth + 1
-            results.append(_result(repeat, outcome, outcome.regressions[nth]))
-        done = [r for r in results if isinstance(r, IncidentResult)]
-        if done:
-            self._incidents.put_many(tenant, done)
+            results.append(outcomes[repeat.ticket_id][nth])
         return results
 
 

@@ -30,6 +30,7 @@ from incident_responder.models import (
     Recommendation,
     RunbookChunk,
     RunbookHit,
+    Ticket,
 )
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer, Recent
@@ -42,7 +43,14 @@ from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.retrieve import query_text
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.ticketing import Draft, Report, TicketDesk
-from incident_responder.ports import DeadLetterQueue, Embedder, LockProvider, Recommender, Vector
+from incident_responder.ports import (
+    DeadLetterQueue,
+    Embedder,
+    LockProvider,
+    ObjectWrite,
+    Recommender,
+    Vector,
+)
 from incident_responder.repositories import IncidentRepository
 
 log = structlog.get_logger(__name__)
@@ -273,12 +281,16 @@ class Responder:
         return IncidentResult(incident_id=incident_id, ticket_id=None, status="queued")
 
     async def replay(self, letter: DeadLetter) -> IncidentResult:
-        """Apply a dead letter under its original incident id; applying twice is a no-op."""
+        """Apply a dead letter under its original incident id; applying twice is a no-op.
+
+        Interrupted ticket openings of the tenant are repaired first: a report is queued
+        when its group failed part-way, e.g. its ticket and record landed and the vector
+        upsert did not, and then its stored record alone does not make it whole."""
+        await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
         try:
             return await self._run("store", lambda: self._incidents.get(letter.tenant, letter.incident_id))
         except NotFound:
             pass
-        await self._run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
         norm = self._normalizer.normalize(letter.report.log)
         vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
         entry = _Entry(letter.report, norm, letter.incident_id, vector, None)
@@ -411,23 +423,29 @@ class Responder:
         for (draft, _), (hits, _, _), recommendation in zip(firsts, grounded, recommendations, strict=True):
             draft.runbooks, draft.recommendation = hits, recommendation
         drafts = [draft for draft, _ in firsts]
-        tickets = await self._run("store", lambda: self._desk.open_many(tenant, drafts))
         results: dict[str, IncidentResult] = {}
-        for (draft, entry, decision), ticket in zip(plan.drafts.values(), tickets, strict=True):
-            results[entry.incident_id] = IncidentResult(
-                incident_id=entry.incident_id,
-                ticket_id=ticket.ticket_id,
-                status="new",
-                related_ticket_ids=list(decision.related_ticket_ids),
-                runbooks=draft.runbooks,
-                recommendation=draft.recommendation,
-            )
-            for report in draft.reports[1:]:
-                results[report.incident_id] = joined_result(
-                    report.incident_id, ticket, plan.decisions[report.incident_id], regression=False
+
+        def records(ticket: Ticket) -> list[ObjectWrite]:
+            # Stored with the ticket, in its group commit (one journal flush for both).
+            draft, entry, decision = plan.drafts[ticket.ticket_id]
+            mine = [
+                IncidentResult(
+                    incident_id=entry.incident_id,
+                    ticket_id=ticket.ticket_id,
+                    status="new",
+                    related_ticket_ids=list(decision.related_ticket_ids),
+                    runbooks=draft.runbooks,
+                    recommendation=draft.recommendation,
                 )
-        stored = list(results.values())
-        await self._run("store", lambda: self._incidents.put_many(tenant, stored))
+            ]
+            mine += [
+                joined_result(r.incident_id, ticket, plan.decisions[r.incident_id], regression=False)
+                for r in draft.reports[1:]
+            ]
+            results.update((r.incident_id, r) for r in mine)
+            return self._incidents.writes(tenant, mine)
+
+        await self._run("store", lambda: self._desk.open_many(tenant, drafts, records=records))
         return results
 
     async def _recommend(

@@ -18,14 +18,22 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from incident_responder.errors import NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
-from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint, WriteLock
+from incident_responder.ports import (
+    Embedder,
+    ObjectWrite,
+    Vector,
+    VectorFilter,
+    VectorIndex,
+    VectorPoint,
+    WriteLock,
+)
 from incident_responder.repositories import PendingMarkers, TicketRepository
 
 log = structlog.get_logger(__name__)
@@ -112,11 +120,20 @@ class TicketDesk:
         )
 
     def open_many(
-        self, tenant: str, drafts: Sequence[Draft], *, before_vector: Callable[[], None] | None = None
+        self,
+        tenant: str,
+        drafts: Sequence[Draft],
+        *,
+        records: Callable[[Ticket], Sequence[ObjectWrite]] | None = None,
+        before_vector: Callable[[], None] | None = None,
     ) -> list[Ticket]:
-        """Open several tickets as one group: one marker naming them, then the tickets, then
-        every vector in one upsert, then the marker cleared. Each draft's first report opens
-        its ticket; the others joined it before it was written and count as occurrences."""
+        """Open several tickets as one group: one marker naming them, then the tickets (in
+        one group commit, the marker first), then every vector in one upsert, then the marker
+        cleared. Each draft's first report opens its ticket; the others joined it before it
+        was written and count as occurrences. ``records(ticket)`` gives the writes that
+        record its reports' outcome: they go in the same group commit, each after its ticket
+        (the marker stays until the vectors are written, so whatever a crash or a failed
+        upsert leaves is repaired by ``reconcile``)."""
         if not drafts:
             return []
         tickets: list[Ticket] = []
@@ -148,19 +165,34 @@ class TicketDesk:
             points.append(self._point(ticket, first))
             points.extend(self._point(ticket, r) for r in _apply(ticket, draft.reports[1:]).new_templates)
             tickets.append(ticket)
-        marker = self._pending.mark_many(tenant, [t.ticket_id for t in tickets])
-        self._tickets.create_many(tickets)
+        marker = self._pending.marker(tenant, [t.ticket_id for t in tickets])
+        along: list[ObjectWrite] = []
+        if records is not None:
+            for ticket in tickets:
+                key = self._tickets.key(tenant, ticket.ticket_id)
+                along.extend(replace(w, after=key) for w in records(ticket))
+        self._tickets.create_many(tickets, first=marker, also=along)
         if before_vector is not None:  # fault injection point for tests
             before_vector()
         self._index.upsert(points)
-        self._pending.clear(marker)
+        self._pending.clear(marker.key)
         return tickets
 
-    def attach(self, tenant: str, reports: Mapping[str, Sequence[Report]]) -> dict[str, Attached | NotFound]:
+    def attach(
+        self,
+        tenant: str,
+        reports: Mapping[str, Sequence[Report]],
+        *,
+        records: Callable[[str, Attached], Sequence[ObjectWrite]] | None = None,
+    ) -> dict[str, Attached | NotFound]:
         """Record reports in existing tickets (ticket id -> its reports, in order) with one
         write per ticket, all tickets in one group commit, in the tenant's write turn;
         compare-and-swap, retried per ticket on conflict. The first report to reach a
-        resolved ticket reopens it."""
+        resolved ticket reopens it.
+
+        ``records(ticket_id, attached)`` gives the writes that record those reports' outcome
+        (their incident records): they go in the same group commit, each after its ticket,
+        so they land only with it (asked again in the next round if it lost)."""
         out: dict[str, Attached | NotFound] = {}
         todo = {ticket_id: list(group) for ticket_id, group in reports.items() if group}
         points: list[VectorPoint] = []
@@ -170,6 +202,7 @@ class TicketDesk:
                 if not todo:
                     break
                 changed: list[tuple[Ticket, str, _Applied]] = []
+                along: list[ObjectWrite] = []
                 for ticket_id, group in todo.items():
                     try:
                         ticket, version = self._tickets.get(tenant, ticket_id)
@@ -177,12 +210,18 @@ class TicketDesk:
                         out[ticket_id] = exc
                         continue
                     applied = _apply(ticket, group)
+                    attached = Attached(ticket, applied.regressions)
+                    writes = records(ticket_id, attached) if records is not None else ()
                     if applied.fresh:
                         changed.append((ticket, version, applied))
+                        key = self._tickets.key(tenant, ticket_id)
+                        along.extend(replace(w, after=key) for w in writes)
                     else:  # every report a replay this ticket already counted
-                        out[ticket_id] = Attached(ticket, applied.regressions)
+                        out[ticket_id] = attached
+                        along.extend(writes)
                 todo = {}
-                written = self._tickets.update_many([(t, v) for t, v, _ in changed]) if changed else []
+                changes = [(t, v) for t, v, _ in changed]
+                written = self._tickets.update_many(changes, also=along) if changes or along else []
                 for (ticket, _, applied), result in zip(changed, written, strict=True):
                     if isinstance(result, VersionConflict):
                         todo[ticket.ticket_id] = list(reports[ticket.ticket_id])

@@ -10,7 +10,9 @@ million empty lock files behind); two keys of one stripe just take turns.
 ``put_many`` is a group commit: every temp file is written, then one ``syncfs(2)``
 makes them all durable before any rename, and a second one makes the renames durable.
 Two journal flushes for the whole group instead of two per file (on Linux; elsewhere
-it falls back to an fsync per file and per directory).
+it falls back to an fsync per file and per directory). Renames happen in the order of
+the writes, so a write ``after`` another is renamed after it (the journal replays
+renames in order: a crash cannot keep the second without the first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from incident_responder.backends.objects.groups import check_group, refused_with_predecessor
 from incident_responder.errors import BackendUnavailable, InvalidInput, VersionConflict
 from incident_responder.ports import ObjectWrite, StoredObject
 
@@ -119,36 +122,37 @@ class LocalObjectStore:
         return _version(data)
 
     def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        check_group(writes)
         paths = [self._path(w.key) for w in writes]
-        if len(set(paths)) != len(paths):
-            raise InvalidInput("put_many: the same key twice in one group")
-        results: list[str | VersionConflict] = []
-        staged: list[tuple[Path, Path]] = []  # (final path, temp file)
+        results: dict[str, str | VersionConflict] = {}
+        staged: list[tuple[Path, Path]] = []  # (final path, temp file), in write order
+        renamed = 0
         try:
             for path in paths:
                 self._ensure_dir(path.parent)
             with self._locked(paths):
                 try:
                     for write, path in zip(writes, paths, strict=True):
-                        conflict = self._conflict(write.key, path, write.if_version, write.if_absent)
+                        conflict = refused_with_predecessor(write, results) or self._conflict(
+                            write.key, path, write.if_version, write.if_absent
+                        )
                         if conflict is not None:
-                            results.append(conflict)
+                            results[write.key] = conflict
                             continue
                         staged.append((path, self._stage(path, write.data, sync=self._syncfs is None)))
-                        results.append(_version(write.data))
+                        results[write.key] = _version(write.data)
                     self._sync_all()  # every temp file durable before the first rename
-                    while staged:
-                        path, tmp = staged[-1]
+                    for path, tmp in staged:
                         os.replace(tmp, path)
-                        staged.pop()
+                        renamed += 1
                 finally:
-                    for _, tmp in staged:
+                    for _, tmp in staged[renamed:]:
                         with contextlib.suppress(OSError):
                             tmp.unlink()
                 self._sync_dirs({p.parent for p in paths})
         except OSError as exc:
             raise _write_failed(f"{len(writes)} objects", exc) from exc
-        return results
+        return [results[w.key] for w in writes]
 
     def _stage(self, path: Path, data: bytes, *, sync: bool) -> Path:
         """Write ``data`` to a temp file beside ``path`` (fsynced if ``sync``)."""

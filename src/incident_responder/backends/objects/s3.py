@@ -30,6 +30,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from incident_responder.backends.objects.groups import check_group, refused_with_predecessor
 from incident_responder.errors import (
     BackendError,
     BackendUnavailable,
@@ -240,9 +241,11 @@ class S3ObjectStore:
         return str(response["ETag"])
 
     def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
-        """Concurrent conditional PUTs (S3 has no multi-object write); each keeps its own condition."""
-        if len({w.key for w in writes}) != len(writes):
-            raise InvalidInput("put_many: the same key twice in one group")
+        """Concurrent conditional PUTs (S3 has no multi-object write); each keeps its own
+        condition. A write ``after`` another is sent once that one has landed (one more
+        round per level of such writes)."""
+        check_group(writes)
+        results: dict[str, str | VersionConflict] = {}
 
         def one(write: ObjectWrite) -> str | VersionConflict:
             try:
@@ -250,10 +253,24 @@ class S3ObjectStore:
             except VersionConflict as conflict:
                 return conflict
 
-        if len(writes) <= 1:
-            return [one(w) for w in writes]
-        with ThreadPoolExecutor(max_workers=min(len(writes), _PUT_MANY_THREADS)) as pool:
-            return list(pool.map(one, writes))
+        todo = list(writes)
+        while todo:
+            ready = [w for w in todo if w.after is None or w.after in results]
+            todo = [w for w in todo if not (w.after is None or w.after in results)]
+            send = []
+            for write in ready:
+                refused = refused_with_predecessor(write, results)
+                if refused is not None:
+                    results[write.key] = refused
+                else:
+                    send.append(write)
+            if len(send) <= 1:
+                landed = [one(w) for w in send]
+            else:
+                with ThreadPoolExecutor(max_workers=min(len(send), _PUT_MANY_THREADS)) as pool:
+                    landed = list(pool.map(one, send))
+            results.update((w.key, r) for w, r in zip(send, landed, strict=True))
+        return [results[w.key] for w in writes]
 
     def delete(self, key: str) -> None:
         full = self._full(key)
