@@ -168,10 +168,6 @@ class IncidentRepository:
     def put(self, tenant: str, result: IncidentResult) -> None:
         self._objects.put(f"{tenant}/incidents/{result.incident_id}.json", _dump(result))
 
-    def put_many(self, tenant: str, results: Sequence[IncidentResult]) -> None:
-        """Several outcomes in one group commit."""
-        self._objects.put_many(self.writes(tenant, results))
-
     @staticmethod
     def writes(tenant: str, results: Sequence[IncidentResult]) -> list[ObjectWrite]:
         """The writes that store ``results``, for a group commit of the caller's."""
@@ -225,12 +221,6 @@ class PendingMarkers:
         that writes it before their tickets."""
         key = f"{tenant}/pending/{self._GROUP}{ticket_ids[0]}.json"  # ticket ids are unique
         return ObjectWrite(key, json.dumps({"ticket_ids": list(ticket_ids)}).encode())
-
-    def mark_many(self, tenant: str, ticket_ids: Sequence[str]) -> str:
-        """Mark ``ticket_ids`` (non-empty) as being opened; returns the marker's key."""
-        write = self.marker(tenant, ticket_ids)
-        self._objects.put_many([write])
-        return write.key
 
     def clear(self, key: str) -> None:
         self._objects.delete(key)

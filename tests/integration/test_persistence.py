@@ -88,7 +88,8 @@ async def test_vector_without_ticket_is_removed_at_startup(
     from incident_responder.repositories import PendingMarkers
 
     if marker == "group":
-        PendingMarkers(services.backends.objects).mark_many("acme", [new_ticket_id(), orphan])
+        objects = services.backends.objects
+        objects.put_many([PendingMarkers(objects).marker("acme", [new_ticket_id(), orphan])])
     else:
         services.backends.objects.put(f"acme/pending/{orphan}.json", b"{}")
     services.backends.index.upsert(

@@ -227,3 +227,10 @@ def test_a_small_token_budget_changes_the_passes_not_the_vectors(tmp_path: Path,
     # 24 tokens a pass: the long texts run alone, the short ones a few at a time, on 2 workers.
     small = BertEmbedder(_copy_model(tmp_path), pass_tokens=24, threads=2)
     assert np.allclose(small.embed(TEXTS * 3), embedder.embed(TEXTS * 3), atol=1e-5)
+
+
+def test_the_settings_default_token_budget_is_the_embedders() -> None:
+    from incident_responder.backends.embedding.bert import PASS_TOKENS
+    from incident_responder.settings import EmbeddingSettings
+
+    assert EmbeddingSettings().pass_tokens == PASS_TOKENS == 512
