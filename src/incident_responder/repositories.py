@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -84,18 +85,36 @@ class TicketRepository:
     ) -> list[str]:
         """Create several new tickets in one group commit, after the write ``first`` (if
         given) and with the writes ``also`` (which may come ``after`` a ticket); refuses
-        (``VersionConflict``) if any ticket exists."""
+        (``VersionConflict``) if any ticket exists.
+
+        A ticket that exists with exactly the bytes written here is this write's own: the
+        store retried a group that had partly landed (a new ticket's id and timestamps are
+        its alone). It counts as written, and the writes that come after it are written now.
+        """
         lead = [] if first is None else [first]
         after = None if first is None else first.key
         writes = [
             ObjectWrite(self.key(t.tenant, t.ticket_id), _dump(t), if_absent=True, after=after)
             for t in tickets
         ]
-        written = self._objects.put_many([*lead, *writes, *also])[len(lead) : len(lead) + len(writes)]
-        for result in written:
+        results = self._objects.put_many([*lead, *writes, *also])
+        written = results[len(lead) : len(lead) + len(writes)]
+        ours: dict[str, str] = {}  # key -> version of tickets an earlier attempt stored
+        for write, result in zip(writes, written, strict=True):
             if isinstance(result, VersionConflict):
-                raise result
-        return [str(r) for r in written]
+                stored = self._objects.get(write.key)
+                if stored is None or stored.data != write.data:
+                    raise result
+                ours[write.key] = stored.version
+        if ours:
+            followers = [
+                replace(w, after=None)
+                for w, r in zip(also, results[len(lead) + len(writes) :], strict=True)
+                if isinstance(r, VersionConflict) and w.after in ours
+            ]
+            if followers:
+                self._objects.put_many(followers)
+        return [ours.get(w.key) or str(r) for w, r in zip(writes, written, strict=True)]
 
     def update(self, ticket: Ticket, version: str) -> str:
         """Compare-and-swap: raises ``VersionConflict`` if the ticket changed since ``version``."""

@@ -108,12 +108,19 @@ class FlakyIndex:
 class GroupWritesDown:
     """The real store, except that while ``down`` a ``put_many`` holding a write that
     ``refuses`` picks fails (a backend-level fault in the middle of a group): as a whole,
-    or with ``partial`` after the writes before the first refused one have landed."""
+    or with ``partial`` after the writes before the first refused one have landed. With
+    ``once``, the first such failure also ends the outage (a transient fault)."""
 
     def __init__(
-        self, inner: ObjectStore, refuses: Callable[[ObjectWrite], bool], what: str, *, partial: bool = False
+        self,
+        inner: ObjectStore,
+        refuses: Callable[[ObjectWrite], bool],
+        what: str,
+        *,
+        partial: bool = False,
+        once: bool = False,
     ) -> None:
-        self.inner, self.refuses, self.what, self.partial = inner, refuses, what, partial
+        self.inner, self.refuses, self.what, self.partial, self.once = inner, refuses, what, partial, once
         self.down = False
         self.refused = 0
 
@@ -124,6 +131,7 @@ class GroupWritesDown:
         first = next((i for i, w in enumerate(writes) if self.refuses(w)), None)
         if self.down and first is not None:
             self.refused += 1
+            self.down = not self.once
             if self.partial and first > 0:
                 self.inner.put_many(writes[:first])
             raise BackendUnavailable(f"{self.what} failed: disk full (injected)")

@@ -156,6 +156,31 @@ async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_onc
         services.close()
 
 
+async def test_a_group_that_failed_after_its_tickets_landed_is_retried_to_the_end(
+    make_settings: Callable[..., Settings], embedder: Embedder
+) -> None:
+    # The disk fails once between the tickets' renames and the records': the store's retry
+    # finds the tickets there already (its own, byte for byte) and writes what follows them.
+    settings = make_settings(reliability={"retry_attempts": 2})
+    backends = build_backends(settings, embedder=embedder)
+    faulty = GroupWritesDown(
+        backends.objects, lambda w: "/incidents/" in w.key, "writing records", partial=True, once=True
+    )
+    backends.objects = faulty
+    services = build_services(settings, backends=backends)
+    try:
+        faulty.down = True
+        results = await services.responder.handle_batch("acme", [_report("db", 1), _report("auth", 2)])
+        assert faulty.refused == 1
+        assert [r.status for r in results] == ["new", "new"]
+        for r in results:
+            assert r.ticket_id is not None and _points(services, r.ticket_id) == 1
+            assert await services.responder.lookup("acme", r.incident_id) == r
+        assert _pending(services, "acme") == []
+    finally:
+        services.close()
+
+
 class UpsertsDown:
     """The real index, except that upserts fail while ``down`` (searches still answer)."""
 
