@@ -85,27 +85,37 @@ class TicketRepository:
     ) -> list[str]:
         """Create several new tickets in one group commit, after the write ``first`` (if
         given) and with the writes ``also`` (which may come ``after`` a ticket); refuses
-        (``VersionConflict``) if any ticket exists.
-
-        A ticket that exists with exactly the bytes written here is this write's own: the
-        store retried a group that had partly landed (a new ticket's id and timestamps are
-        its alone). It counts as written, and the writes that come after it are written now.
-        """
-        lead = [] if first is None else [first]
+        (``VersionConflict``) if any ticket exists that is not this write's own (see
+        :meth:`_commit`)."""
         after = None if first is None else first.key
         writes = [
             ObjectWrite(self.key(t.tenant, t.ticket_id), _dump(t), if_absent=True, after=after)
             for t in tickets
         ]
+        written = self._commit([] if first is None else [first], writes, also)
+        for result in written:
+            if isinstance(result, VersionConflict):
+                raise result
+        return [str(r) for r in written]
+
+    def _commit(
+        self, lead: Sequence[ObjectWrite], writes: Sequence[ObjectWrite], also: Sequence[ObjectWrite]
+    ) -> list[str | VersionConflict]:
+        """One ``put_many`` of ``lead``, the ticket ``writes`` and ``also``; per ticket write,
+        its version or the ``VersionConflict`` that refused it.
+
+        A ticket write refused while the ticket holds exactly its bytes is its own: the
+        store's retry policy retried a group that had partly landed (a ticket's bytes carry
+        ids and timestamps that no other write has). It counts as written, and the writes of
+        ``also`` that come after it, refused with it, are written now."""
         results = self._objects.put_many([*lead, *writes, *also])
-        written = results[len(lead) : len(lead) + len(writes)]
-        ours: dict[str, str] = {}  # key -> version of tickets an earlier attempt stored
-        for write, result in zip(writes, written, strict=True):
+        mine = results[len(lead) : len(lead) + len(writes)]
+        ours: dict[str, str] = {}
+        for write, result in zip(writes, mine, strict=True):
             if isinstance(result, VersionConflict):
                 stored = self._objects.get(write.key)
-                if stored is None or stored.data != write.data:
-                    raise result
-                ours[write.key] = stored.version
+                if stored is not None and stored.data == write.data:
+                    ours[write.key] = stored.version
         if ours:
             followers = [
                 replace(w, after=None)
@@ -114,7 +124,7 @@ class TicketRepository:
             ]
             if followers:
                 self._objects.put_many(followers)
-        return [ours.get(w.key) or str(r) for w, r in zip(writes, written, strict=True)]
+        return [ours.get(w.key, r) for w, r in zip(writes, mine, strict=True)]
 
     def update(self, ticket: Ticket, version: str) -> str:
         """Compare-and-swap: raises ``VersionConflict`` if the ticket changed since ``version``."""
@@ -127,7 +137,7 @@ class TicketRepository:
     ) -> list[str | VersionConflict]:
         """Compare-and-swap of several tickets in one group commit, with the writes ``also``
         (which may come ``after`` a ticket): per ticket, its new version or the
-        ``VersionConflict`` that refused it."""
+        ``VersionConflict`` that refused it (see :meth:`_commit`)."""
         now = utcnow()
         writes = []
         for ticket, version in changed:
@@ -136,7 +146,7 @@ class TicketRepository:
             writes.append(
                 ObjectWrite(self.key(ticket.tenant, ticket.ticket_id), _dump(ticket), if_version=version)
             )
-        return self._objects.put_many([*writes, *also])[: len(writes)]
+        return self._commit([], writes, also)
 
     def delete(self, tenant: str, ticket_id: str) -> None:
         self._objects.delete(self.key(tenant, ticket_id))

@@ -4,6 +4,7 @@ not make them collide on its hot tickets (found by a 4-process storm in CI that 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -315,3 +316,62 @@ def test_records_land_in_their_tickets_group_and_never_in_a_lost_round(tmp_path:
     desk.attach("acme", {ticket_id: [_report("1"), _report("2")]}, records=records)
     assert landed[-1] == records_keys
     assert _occurrences(objects, ticket_id) == 3
+
+
+class RetriedAfterLandingTickets:
+    """The real store, except that the first group with a record in it fails after its
+    tickets landed and is then sent again whole (what the store's retry policy does)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.armed = inner, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_many(self, writes: Sequence[ObjectWrite]) -> list[str | VersionConflict]:
+        first_record = next((i for i, w in enumerate(writes) if "/incidents/" in w.key), None)
+        if self.armed and first_record:
+            self.armed = False
+            self.inner.put_many(writes[:first_record])  # then the disk failed: retried whole
+        return self.inner.put_many(writes)
+
+
+class PayloadLog:
+    """An index that only takes payload changes (a reopened ticket's status)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def set_payload(self, where: Any, payload: dict[str, Any]) -> None:
+        self.payloads.append(dict(payload))
+
+
+def test_a_retried_group_finds_its_own_ticket_write_and_finishes(tmp_path: Path) -> None:
+    objects = RetriedAfterLandingTickets(LocalObjectStore(tmp_path))
+    ticket_id = _open_ticket(objects)
+    repository = TicketRepository(objects)
+    ticket, version = repository.get("acme", ticket_id)
+    ticket.status = "resolved"
+    repository.update(ticket, version)
+    index = PayloadLog()
+    conflicts: list[int] = []
+    desk = TicketDesk(
+        tickets=repository,
+        pending=PendingMarkers(objects),
+        index=index,  # type: ignore[arg-type]
+        normalizer_version="test",
+        on_conflict=conflicts.append,
+    )
+
+    def records(_: str, attached: ticketing.Attached) -> list[ObjectWrite]:
+        return [ObjectWrite("acme/incidents/inc_1.json", json.dumps(attached.regressions).encode())]
+
+    out = desk.attach("acme", {ticket_id: [_report("1")]}, records=records)
+    assert not objects.armed  # the failure and the retry happened
+    attached = out[ticket_id]
+    assert isinstance(attached, ticketing.Attached) and attached.regressions == [True]
+    assert conflicts == []  # its own write, not a lost round
+    assert _occurrences(objects, ticket_id) == 2
+    stored = objects.get("acme/incidents/inc_1.json")
+    assert stored is not None and json.loads(stored.data) == [True]
+    assert index.payloads == [{"status": "open"}]  # the reopening reached the index
