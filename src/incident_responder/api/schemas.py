@@ -20,9 +20,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+# A character that makes a text not blank: neither a control character nor whitespace.
+# The whitespace is spelled out (what Python's str.isspace() counts) instead of ``\s``,
+# whose meaning differs between dialects: ECMAScript's, which JSON Schema clients use,
+# leaves out U+0085 and adds U+FEFF, so a log of one U+0085 passed the published pattern
+# and was refused as blank.
+_VISIBLE = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NOT_BLANK = re.compile(_VISIBLE)
 # The same rules as the validators below, published in the OpenAPI schema so clients
 # (and schemathesis) know them; the validators enforce them with readable messages.
-_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*{_VISIBLE}[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _TEXT_DOC = {"pattern": _TEXT_PATTERN}
 
 
@@ -41,7 +48,7 @@ class IncidentIn(_Strict):
     def _no_control_chars(cls, value: str | None) -> str | None:
         if value is not None and _CONTROL.search(value):
             raise ValueError("must not contain control characters (other than tab and newline)")
-        if value is not None and not value.strip():
+        if value is not None and not _NOT_BLANK.search(value):
             raise ValueError("must not be blank")
         return value
 
