@@ -37,11 +37,18 @@ class _RedisLockMaker:
     """Named Redis locks that expire ``timeout`` s after they were taken, waited for at most
     ``blocking_timeout`` s, taken and given back from any thread (blocking client)."""
 
+    PREFIX = "ir:lock:"  # of the lock names; each kind of lock has its own
+
     def __init__(
-        self, client: redis.Redis, *, prefix: str, timeout: float = 30.0, blocking_timeout: float = 30.0
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str | None = None,
+        timeout: float = 30.0,
+        blocking_timeout: float = 30.0,
     ) -> None:
         self._client = client
-        self._prefix = prefix
+        self._prefix = self.PREFIX if prefix is None else prefix
         self._timeout = timeout
         self._blocking_timeout = blocking_timeout
 
@@ -66,15 +73,9 @@ class _RedisLockMaker:
 
 
 class RedisLocks(_RedisLockMaker):
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "ir:lock:",
-        timeout: float = 30.0,
-        blocking_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(client, prefix=prefix, timeout=timeout, blocking_timeout=blocking_timeout)
+    def __init__(self, client: redis.Redis, **options: Any) -> None:
+        """``options``: those of :class:`_RedisLockMaker` (prefix, timeout, blocking_timeout)."""
+        super().__init__(client, **options)
         self._local = KeyedLocks()
 
     async def _renew(self, lock: Any) -> None:
@@ -123,15 +124,7 @@ class RedisWriteLock(_RedisLockMaker):
     unserialized (compare-and-swap keeps it correct), with a warning.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "ir:writes:",
-        timeout: float = 30.0,
-        blocking_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(client, prefix=prefix, timeout=timeout, blocking_timeout=blocking_timeout)
+    PREFIX = "ir:writes:"
 
     @contextlib.contextmanager
     def hold(self, tenant: str) -> Iterator[None]:
