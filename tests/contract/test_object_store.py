@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -272,6 +274,26 @@ def test_local_store_recreates_a_directory_removed_under_it(tmp_path: Path) -> N
     store.put("t/incidents/b.json", b"2")
     store.put_many([ObjectWrite("t/incidents/c.json", b"3")])
     assert [store.get(f"t/incidents/{k}.json").data for k in "bc"] == [b"2", b"3"]  # type: ignore[union-attr]
+
+
+def test_local_store_reads_and_writes_objects_larger_than_one_read(tmp_path: Path) -> None:
+    # Files are read in 64 KiB reads and written with os.write, which may write less than asked.
+    store = LocalObjectStore(tmp_path / "o")
+    big = os.urandom(300_000)
+    store.put("t/big.json", big)
+    store.put_many([ObjectWrite("t/empty.json", b""), ObjectWrite("t/big2.json", big[::-1])])
+    assert store.get("t/big.json").data == big  # type: ignore[union-attr]
+    assert store.get("t/big2.json").data == big[::-1]  # type: ignore[union-attr]
+    assert store.get("t/empty.json").data == b""  # type: ignore[union-attr]
+
+
+def test_local_store_writers_of_one_key_in_many_threads_leave_one_whole_object(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "o")
+    payloads = [bytes([n]) * 5_000 for n in range(64)]
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda data: store.put_many([ObjectWrite("t/same.json", data)]), payloads))
+    assert store.get("t/same.json").data in payloads  # type: ignore[union-attr]
+    assert not [p for p in (tmp_path / "o" / "t").iterdir() if ".tmp-" in p.name]
 
 
 def test_local_store_locks_on_shared_stripes_not_a_file_per_key(tmp_path: Path) -> None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 
 import pytest
 
-from incident_responder.ids import crockford128, is_valid_id, new_incident_id, new_ticket_id
+from incident_responder.ids import (
+    RandomPool,
+    crockford128,
+    is_valid_id,
+    new_incident_id,
+    new_ticket_id,
+    random_bits,
+)
+from incident_responder.observability.request_ids import new_request_id
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -39,3 +51,44 @@ def test_new_ids_are_valid_distinct_and_prefixed() -> None:
     assert all(is_valid_id(i, "inc") and not is_valid_id(i, "tkt") for i in incidents)
     assert is_valid_id(new_ticket_id(), "tkt")
     assert not is_valid_id("inc_" + "I" * 26, "inc")  # not in the alphabet
+
+
+def test_random_pool_hands_out_each_byte_once_and_refills() -> None:
+    pool = RandomPool(block=64)
+    taken = [pool.take(10) for _ in range(40)]  # 400 bytes: several blocks
+    assert all(len(t) == 10 for t in taken)
+    assert len(set(taken)) == 40
+    assert len(pool.take(100)) == 100  # more than a block: straight from os.urandom
+    assert random_bits(80) < 2**80
+
+
+def test_random_pool_is_safe_across_threads() -> None:
+    pool = RandomPool(block=256)
+    with ThreadPoolExecutor(4) as ex:
+        chunks = list(ex.map(lambda _: pool.take(16), range(4_000)))
+    assert len(set(chunks)) == 4_000
+
+
+def _child_take(pool: RandomPool, conn: Connection) -> None:
+    conn.send(pool.take(16))
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_repeat_its_parents_random_bytes() -> None:
+    pool = RandomPool()
+    pool.take(16)  # the parent's pool holds a block now
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_child_take, args=(pool, there))
+    child.start()
+    from_child = here.recv()
+    child.join(10)
+    assert child.exitcode == 0
+    assert from_child != pool.take(16)  # what the parent takes next is not what the child got
+
+
+def test_request_ids_are_32_hex_digits_and_distinct() -> None:
+    ids = {new_request_id() for _ in range(1_000)}
+    assert len(ids) == 1_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

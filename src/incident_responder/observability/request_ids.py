@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import structlog
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from incident_responder.ids import random_bits
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode("latin-1")
@@ -20,7 +21,8 @@ def valid_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits, as ``uuid4().hex`` was (without its GIL-releasing ``os.urandom``)."""
+    return f"{random_bits(128):032x}"
 
 
 class RequestIdMiddleware:
