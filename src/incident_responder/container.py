@@ -215,6 +215,7 @@ def build_services(
         normalizer_version=NORMALIZER_VERSION,
         write_lock=write_lock,
         on_conflict=metrics.ticket_conflicts.inc,
+        occurrence_comments=settings.occurrence_comments,
     )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),

@@ -298,6 +298,13 @@ class Settings(BaseSettings):
     max_log_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted log text")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     max_batch: int = Field(1_000, ge=1, le=10_000, description="most incidents in one batch request")
+    occurrence_comments: int = Field(
+        25,
+        ge=1,
+        le=1_000,
+        description="occurrence comments a ticket keeps, newest first (its occurrence count stays exact; "
+        "every report stays readable at /v1/incidents/{id})",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console", "auto"] = "auto"
     dedup: DedupSettings = Field(default_factory=DedupSettings)

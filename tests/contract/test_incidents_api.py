@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from incident_responder.api.app import create_app
 from incident_responder.container import Services
@@ -152,3 +153,35 @@ async def test_naive_mode_gives_the_same_outcomes(
     # Without the fingerprint fast path the same template is found by search instead.
     assert again["status"] == "existing" and again["ticket_id"] == first["ticket_id"]
     assert again["match"]["method"] in ("template", "semantic")
+
+
+async def test_a_ticket_shows_its_newest_occurrences_and_counts_every_one(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(occurrence_comments=2)
+    app = create_app(settings, services=make_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        bodies = [
+            (await http.post("/v1/incidents", json={"service": "db", "log": db_log(i)}, headers=ACME)).json()
+            for i in range(5)
+        ]
+        assert len({b["ticket_id"] for b in bodies}) == 1
+        ticket = (await http.get(f"/v1/tickets/{bodies[0]['ticket_id']}", headers=ACME)).json()
+        assert ticket["occurrences"] == 5
+        occurrences = [c for c in ticket["comments"] if c["kind"] == "occurrence"]
+        assert [c["incident_id"] for c in occurrences] == [b["incident_id"] for b in bodies[-2:]]
+        # the reports whose comments were dropped are still there, each as it was answered
+        first = (await http.get(f"/v1/incidents/{bodies[0]['incident_id']}", headers=ACME)).json()
+        assert first["ticket_id"] == bodies[0]["ticket_id"] and first["status"] == "new"
+
+
+def test_the_occurrence_comments_setting_defaults_to_the_desks_and_refuses_zero(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from pydantic import ValidationError
+
+    from incident_responder.pipeline.ticketing import MAX_OCCURRENCE_COMMENTS
+
+    assert make_settings().occurrence_comments == MAX_OCCURRENCE_COMMENTS
+    with pytest.raises(ValidationError):
+        make_settings(occurrence_comments=0)

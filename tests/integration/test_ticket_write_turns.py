@@ -55,6 +55,7 @@ def _desk(
     write_lock: WriteLock | None = None,
     back_off: Callable[[float], None] = full_jitter,
     conflicts: list[int] | None = None,
+    occurrence_comments: int = ticketing.MAX_OCCURRENCE_COMMENTS,
 ) -> TicketDesk:
     return TicketDesk(
         tickets=TicketRepository(objects),
@@ -64,6 +65,7 @@ def _desk(
         write_lock=write_lock,
         back_off=back_off,
         on_conflict=None if conflicts is None else conflicts.append,
+        occurrence_comments=occurrence_comments,
     )
 
 
@@ -375,3 +377,24 @@ def test_a_retried_group_finds_its_own_ticket_write_and_finishes(tmp_path: Path)
     stored = objects.get("acme/incidents/inc_1.json")
     assert stored is not None and json.loads(stored.data) == [True]
     assert index.payloads == [{"status": "open"}]  # the reopening reached the index
+
+
+def test_a_ticket_keeps_its_newest_occurrence_comments_and_counts_them_all(tmp_path: Path) -> None:
+    objects = LocalObjectStore(tmp_path / "o")
+    ticket_id = _open_ticket(objects)
+    desk = _desk(objects, occurrence_comments=3)
+    desk.comment("acme", ticket_id, "oncall", "looking into it")
+    desk.attach("acme", {ticket_id: [_report(str(n)) for n in range(4)]})
+    desk.attach("acme", {ticket_id: [_report(str(n)) for n in range(4, 10)]})
+    ticket, _ = TicketRepository(objects).get("acme", ticket_id)
+    assert ticket.occurrences == 11  # the opening report and ten more
+    assert [c.incident_id for c in ticket.comments if c.kind == "occurrence"] == ["inc_7", "inc_8", "inc_9"]
+    assert [c.body for c in ticket.comments if c.kind == "comment"] == ["looking into it"]
+    # a replay of a report whose comment is still kept is recognized and not counted again
+    desk.attach("acme", {ticket_id: [_report("9")]})
+    assert TicketRepository(objects).get("acme", ticket_id)[0].occurrences == 11
+
+
+def test_a_desk_keeps_at_least_one_occurrence_comment(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        _desk(LocalObjectStore(tmp_path / "o"), occurrence_comments=0)
