@@ -64,6 +64,13 @@ class EmbeddingSettings(BaseModel):
     threads: int = Field(
         0, ge=0, description="forward passes run side by side, one core each (0: one per usable core)"
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority of the model's threads below the request handlers' (Linux nice; "
+        "0: same priority): a busy model then yields the cores to repeats",
+    )
     runtime: Literal["onnx", "torch"] = Field(
         "onnx",
         description="what runs the model: onnx (ONNX Runtime; torch if it cannot be set up) or torch",

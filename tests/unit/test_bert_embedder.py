@@ -5,7 +5,10 @@ goes to sentence-transformers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -234,3 +237,31 @@ def test_the_settings_default_token_budget_is_the_embedders() -> None:
     from incident_responder.settings import EmbeddingSettings
 
     assert EmbeddingSettings().pass_tokens == PASS_TOKENS == 512
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_a_niced_embedder_runs_every_pass_on_its_own_lower_priority_threads(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    here = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, here)
+    niced = BertEmbedder(_copy_model(tmp_path), nice=7, threads=2)
+    # a lone text is one pass: it too runs on the pool, never in the (unniced) caller
+    assert np.allclose(niced.embed(TEXTS[:1]), embedder.embed(TEXTS[:1]), atol=1e-5)
+    assert niced._pool._threads, "the lone pass ran on the embedder's threads"
+    assert np.allclose(niced.embed(TEXTS * 6), embedder.embed(TEXTS * 6), atol=1e-5)
+    workers = list(niced._pool._threads)
+    assert {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in workers} == {min(19, before + 7)}  # type: ignore[arg-type]
+    assert os.getpriority(os.PRIO_PROCESS, here) == before
+
+
+def test_nice_is_refused_outside_0_to_19_and_defaults_to_10_in_the_settings(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from incident_responder.settings import EmbeddingSettings
+
+    with pytest.raises(ConfigError):
+        BertEmbedder(_copy_model(tmp_path), nice=20)
+    assert EmbeddingSettings().nice == 10
+    with pytest.raises(ValidationError):
+        EmbeddingSettings(nice=-1)

@@ -48,6 +48,7 @@ def build_backends(
             runtime=settings.embedding.runtime,
             onnx_cache_dir=settings.embedding.onnx_cache_dir,
             pass_tokens=settings.embedding.pass_tokens,
+            nice=settings.embedding.nice,
         )
 
     objects = build_object_store(settings.tickets, settings.data_dir)

@@ -107,10 +107,15 @@ class BertEmbedder:
         runtime: Literal["onnx", "torch"] = "onnx",
         onnx_cache_dir: Path | None = None,
         pass_tokens: int = PASS_TOKENS,
+        nice: int = 0,
     ) -> None:
         """``batch_size``: texts per pass at most. ``pass_tokens``: padded tokens per pass at
         most (texts x the longest; a longer text gets a pass of its own; 0: no limit).
         ``threads``: forward passes run at once, one core each (0: one per usable core).
+        ``nice``: above 0, every pass runs on the embedder's own threads at this lower CPU
+        priority (Linux nice, per thread), so that a busy model yields the cores to the
+        threads that handle requests; 0: normal priority, and a lone pass runs in the
+        calling thread.
         ``runtime``: what runs a pass (:mod:`.engines`); if ONNX Runtime cannot be set up
         (no writable cache dir, no onnxruntime), torch runs it and a warning says why."""
         from tokenizers import Tokenizer
@@ -129,8 +134,13 @@ class BertEmbedder:
                 )
         self.runtime: Literal["onnx", "torch"] = "torch" if forward is None else "onnx"
         self._forward_pass: Forward = forward or torch_engine(path, config)
+        if not 0 <= nice <= 19:
+            raise ConfigError("nice must be 0..19")
         self._workers = threads or usable_cores()
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="embed")
+        self._nice = nice
+        self._pool = ThreadPoolExecutor(
+            self._workers, thread_name_prefix="embed", initializer=_lower_priority, initargs=(nice,)
+        )
         self._batch_size = batch_size
         self._pass_tokens = pass_tokens
         self._max_len = min(config["max_seq_length"], config["max_position_embeddings"])
@@ -154,7 +164,7 @@ class BertEmbedder:
         lengths = [len(e.ids) for e in encodings]
         chunks = self.passes(lengths)
         ids = [[encodings[i].ids for i in chunk] for chunk in chunks]
-        if len(chunks) == 1:
+        if len(chunks) == 1 and not self._nice:
             out[chunks[0]] = self._forward(ids[0])
             return out
         for chunk, vectors in zip(chunks, self._pool.map(self._forward, ids), strict=True):
@@ -192,6 +202,17 @@ class BertEmbedder:
             return self._forward_pass(tokens, mask)
 
 
+def _lower_priority(nice: int) -> None:
+    """Lower the CPU priority of the calling thread by ``nice`` (Linux: priority is per thread)."""
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (OSError, AttributeError) as exc:  # not Linux: the thread keeps its priority
+        log.warning("embedding.nice_unavailable", nice=nice, error=str(exc))
+
+
 def load_embedder(
     model_path: Path | None = None,
     *,
@@ -200,6 +221,7 @@ def load_embedder(
     runtime: Literal["onnx", "torch"] = "onnx",
     onnx_cache_dir: Path | None = None,
     pass_tokens: int = PASS_TOKENS,
+    nice: int = 0,
 ) -> BertEmbedder | SentenceTransformerEmbedder:
     """The fastest embedder that computes the model's own vectors: :class:`BertEmbedder` for a
     BERT mean-pooling model (the packaged default), else sentence-transformers."""
@@ -215,5 +237,6 @@ def load_embedder(
             runtime=runtime,
             onnx_cache_dir=onnx_cache_dir,
             pass_tokens=pass_tokens,
+            nice=nice,
         )
     return SentenceTransformerEmbedder(path, batch_size=batch_size, threads=threads)
