@@ -309,7 +309,7 @@ class Settings(BaseSettings):
         25,
         ge=1,
         le=1_000,
-        description="occurrence comments a ticket keeps, newest first (its occurrence count stays exact; "
+        description="the newest occurrence comments a ticket keeps (its occurrence count stays exact; "
         "every report stays readable at /v1/incidents/{id})",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -287,6 +287,25 @@ def test_local_store_reads_and_writes_objects_larger_than_one_read(tmp_path: Pat
     assert store.get("t/empty.json").data == b""  # type: ignore[union-attr]
 
 
+def test_local_store_finishes_short_writes_and_refuses_a_write_that_makes_no_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel may write less than asked (a signal, a nearly full disk): the rest follows.
+    from incident_responder.backends.objects import local
+
+    real_write = os.write
+    monkeypatch.setattr(local.os, "write", lambda fd, data: real_write(fd, bytes(data[:1000])))
+    store = LocalObjectStore(tmp_path / "o")
+    data = os.urandom(10_500)
+    store.put_many([ObjectWrite("t/a.json", data)])
+    assert store.get("t/a.json").data == data  # type: ignore[union-attr]
+    monkeypatch.setattr(local.os, "write", lambda fd, data: 0)
+    with pytest.raises(BackendUnavailable, match="no progress"):
+        store.put("t/b.json", b"never")
+    assert store.get("t/b.json") is None
+    assert not [p for p in (tmp_path / "o" / "t").iterdir() if ".tmp-" in p.name]
+
+
 def test_local_store_writers_of_one_key_in_many_threads_leave_one_whole_object(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "o")
     payloads = [bytes([n]) * 5_000 for n in range(64)]

@@ -273,7 +273,10 @@ def _read(path: str) -> bytes:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)
+        if written <= 0:  # a regular file does not do this; never loop on it
+            raise OSError(errno.EIO, "the write made no progress")
+        view = view[written:]
 
 
 def _fsync_dir(directory: str) -> None:
