@@ -265,3 +265,40 @@ def test_nice_is_refused_outside_0_to_19_and_defaults_to_10_in_the_settings(tmp_
     assert EmbeddingSettings().nice == 10
     with pytest.raises(ValidationError):
         EmbeddingSettings(nice=-1)
+
+
+def _priority_after(nice: int) -> tuple[int, int]:
+    """The priority of a new thread before and after ``_lower_priority(nice)`` in it."""
+    from incident_responder.backends.embedding.bert import _lower_priority
+
+    seen: list[int] = []
+
+    def run() -> None:
+        tid = threading.get_native_id()
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+        _lower_priority(nice)
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return seen[0], seen[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads per-thread priority (Linux)")
+def test_a_priority_that_cannot_be_lowered_is_a_warning_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patch, capture_logs() as logs:
+        patch.setattr(os, "setpriority", refused)  # as a sandbox that forbids it would
+        before, after = _priority_after(5)
+    assert before == after
+    with monkeypatch.context() as patch, capture_logs() as more:
+        patch.setattr(sys, "platform", "darwin")  # there a thread id is no process id: never passed
+        before, after = _priority_after(5)
+    assert before == after
+    assert [e["event"] for e in logs + more] == ["embedding.nice_unavailable"] * 2
+    assert "not on Linux" in more[0]["error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -206,10 +207,13 @@ def _lower_priority(nice: int) -> None:
     """Lower the CPU priority of the calling thread by ``nice`` (Linux: priority is per thread)."""
     if nice <= 0:
         return
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is no process id: never pass one
+        log.warning("embedding.nice_unavailable", nice=nice, error=f"not on Linux ({sys.platform})")
+        return
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (OSError, AttributeError) as exc:  # not Linux: the thread keeps its priority
+    except OSError as exc:  # e.g. a sandbox that forbids it: the thread keeps its priority
         log.warning("embedding.nice_unavailable", nice=nice, error=str(exc))
 
 
