@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from incident_responder.settings import Settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from incident_responder.container import Services
     from incident_responder.ports import Embedder
 
@@ -63,15 +65,28 @@ def make_services(
             services.close()
 
 
+MakeClient = Callable[..., contextlib.AbstractAsyncContextManager["httpx.AsyncClient"]]
+
+
 @pytest.fixture
-async def client(
-    make_services: Callable[..., Services], make_settings: Callable[..., Settings]
-) -> AsyncIterator[object]:
+def make_client(make_services: Callable[..., Services], make_settings: Callable[..., Settings]) -> MakeClient:
+    """``async with make_client(**setting_overrides) as http``: an HTTP client of an app on
+    those settings (in process, over ASGI)."""
     import httpx
 
     from incident_responder.api.app import create_app
 
-    settings = make_settings()
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    @contextlib.asynccontextmanager
+    async def make(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+        settings = make_settings(**overrides)
+        app = create_app(settings, services=make_services(settings))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            yield http
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> AsyncIterator[object]:
+    async with make_client() as http:
         yield http

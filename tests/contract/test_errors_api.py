@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from incident_responder.api.app import create_app
-from incident_responder.container import Services
 from incident_responder.settings import Settings
-from tests.conftest import ACME, GLOBEX
+from tests.conftest import ACME, GLOBEX, MakeClient
 from tests.helpers import db_log
 
 
@@ -150,11 +149,9 @@ async def test_bad_query_parameters_are_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_oversized_body_is_413_before_parsing(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(max_body_bytes=2048)
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(max_body_bytes=2048) as http:
         r = await http.post(
             "/v1/incidents", content=b'{"service":"a","log":"' + b"x" * 4000 + b'"}', headers=ACME
         )
@@ -164,11 +161,9 @@ async def test_oversized_body_is_413_before_parsing(
 
 
 async def test_log_limit_is_configurable(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(max_log_chars=50)
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(max_log_chars=50) as http:
         _error(await http.post("/v1/incidents", json={"service": "a", "log": "y" * 51}, headers=ACME), 422)
         assert (
             await http.post("/v1/incidents", json={"service": "a", "log": "y" * 50}, headers=ACME)

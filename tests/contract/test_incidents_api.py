@@ -10,10 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from incident_responder.api.app import create_app
-from incident_responder.container import Services
 from incident_responder.settings import Settings
-from tests.conftest import ACME, GLOBEX
+from tests.conftest import ACME, GLOBEX, MakeClient
 from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log, disk_log, tls_log
 
 
@@ -135,11 +133,9 @@ async def test_concurrent_requests_with_one_key_apply_once(client: httpx.AsyncCl
 
 
 async def test_naive_mode_gives_the_same_outcomes(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(performance={"naive": True})
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(performance={"naive": True}) as http:
         first = (
             await http.post("/v1/incidents", json={"service": "a", "log": db_log(1)}, headers=ACME)
         ).json()
@@ -156,11 +152,9 @@ async def test_naive_mode_gives_the_same_outcomes(
 
 
 async def test_a_ticket_shows_its_newest_occurrences_and_counts_every_one(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(occurrence_comments=2)
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(occurrence_comments=2) as http:
         bodies = [
             (await http.post("/v1/incidents", json={"service": "db", "log": db_log(i)}, headers=ACME)).json()
             for i in range(5)

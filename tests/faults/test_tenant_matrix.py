@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from incident_responder.api.app import create_app
-from incident_responder.container import Services
-from incident_responder.settings import Settings
-from tests.conftest import ACME, GLOBEX
+from tests.conftest import ACME, GLOBEX, MakeClient
 from tests.helpers import DB_RUNBOOK, db_log
 
 
@@ -79,14 +75,10 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def test_hashed_key_file_rotates_without_restart(
-    tmp_path: Path, make_settings: Callable[..., Settings], make_services: Callable[..., Services]
-) -> None:
+async def test_hashed_key_file_rotates_without_restart(tmp_path: Path, make_client: MakeClient) -> None:
     keys = tmp_path / "keys"
     keys.write_text(f"# tenant:sha256(key)\nacme:{_digest('old-key-123456')}\n")
-    settings = make_settings(api_keys="", api_keys_file=keys)
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(api_keys="", api_keys_file=keys) as http:
         assert (await http.get("/v1/tickets", headers={"X-API-Key": "old-key-123456"})).status_code == 200
         keys.write_text(f"acme:{_digest('new-key-654321')}\n")
         import os
@@ -100,14 +92,12 @@ async def test_hashed_key_file_rotates_without_restart(
 
 
 async def test_rate_limits_per_key_and_tenant(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(
+    async with make_client(
         api_keys="acme:acme-key-123,acme:acme-key-789,globex:globex-key-456",
         rate_limit={"per_key": "3/minute", "per_tenant": "4/minute"},
-    )
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    ) as http:
         codes = [(await http.get("/v1/runbooks", headers=ACME)).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]  # the key's budget
         other_key = {"X-API-Key": "acme-key-789"}
@@ -121,11 +111,9 @@ async def test_rate_limits_per_key_and_tenant(
 
 
 async def test_tenant_label_only_when_asked(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(metrics={"tenant_label": True})
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with make_client(metrics={"tenant_label": True}) as http:
         await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
         text = (await http.get("/metrics")).text
     assert 'ir_incidents_total{service="api",status="new",tenant="acme"} 1.0' in text

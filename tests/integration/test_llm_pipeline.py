@@ -10,7 +10,7 @@ import pytest
 from incident_responder.api.app import create_app
 from incident_responder.container import Services
 from incident_responder.settings import Settings
-from tests.conftest import ACME
+from tests.conftest import ACME, MakeClient
 from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log, disk_log
 from tests.openai_fake import FakeOpenAI, answer, error, serve
 
@@ -63,17 +63,15 @@ async def test_llm_recommendation_then_fallback_when_it_breaks(
 
 
 async def test_near_identical_new_incidents_reuse_the_llm_recommendation(
-    fake: FakeOpenAI, make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    fake: FakeOpenAI, make_client: MakeClient
 ) -> None:
     """The same failure in three services opens three tickets (dedup is per service) but asks
     the LLM once; a different failure, a failed LLM call and an edited runbook each ask again."""
-    settings = make_settings(
+    async with make_client(
         recommender={"kind": "openai", "base_url": fake.base_url, "api_key": "sk-test-123", "timeout": 0.5,
                      "max_retries": 0, "model": "tiny"},
         reliability={"breaker_fail_max": 5, "breaker_reset_timeout": 60},
-    )  # fmt: skip
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    ) as http:  # fmt: skip
         for rid, title, content in (
             ("db-refused", "DB refused", DB_RUNBOOK),
             ("disk-full", "Disk full", DISK_RUNBOOK),

@@ -16,7 +16,7 @@ from incident_responder.container import Services
 from incident_responder.errors import BackendUnavailable
 from incident_responder.models import IdempotencyRecord, utcnow
 from incident_responder.settings import Settings
-from tests.conftest import ACME
+from tests.conftest import ACME, MakeClient
 from tests.helpers import db_log
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -132,13 +132,11 @@ async def test_idempotency_key_is_shared_between_replicas(
 
 
 async def test_redis_down_queues_instead_of_losing(
-    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+    make_client: MakeClient,
 ) -> None:
-    settings = make_settings(
+    async with make_client(
         redis={"url": "redis://127.0.0.1:1/0", "timeout": 0.2}, rate_limit={"storage_uri": "memory://"}
-    )
-    app = create_app(settings, services=make_services(settings))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    ) as http:
         r = await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
         assert r.status_code == 202 and r.json()["status"] == "queued"
 
