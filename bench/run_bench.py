@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from ceiling import ratio_bound, storm_ceiling
 from workloads import Workload, batches, storm, unique
 
 HOST = "127.0.0.1"
@@ -850,9 +851,37 @@ def report(plan: Plan, by_label: dict[str, list[ServerRun]], model: dict[str, fl
             f"storm throughput optimized / naive: single {ratios['single_storm_optimized_over_naive']:.2f}, "
             f"batch {ratios['batch_storm_optimized_over_naive']:.2f}"
         )
+    if "storm" in model:
+        ratios.update(_ceilings(model["storm"], opt, result["medians"].get("naive"), (single_s, batch_s)))
     result["model_texts_per_s"] = model
     result["ratios"] = ratios
     return result
+
+
+def _ceilings(
+    model_rate: float,
+    opt: dict[str, dict[str, float]],
+    naive: dict[str, dict[str, float]] | None,
+    phases: Sequence[str],
+) -> dict[str, float]:
+    """Print and return each storm phase's ceiling (the model alone on its distinct
+    incidents) and the optimized/naive ratio that ceiling allows."""
+    out: dict[str, float] = {}
+    parts = []
+    for kind, name in zip(("single", "batch"), phases, strict=True):
+        ceiling = storm_ceiling(model_rate, opt[name]["incidents"], opt[name]["expected_tickets"])
+        out[f"{kind}_storm_ceiling"] = ceiling
+        text = f"{kind} {ceiling:.0f} inc/s"
+        if naive is not None:
+            bound = ratio_bound(ceiling, naive[name]["throughput"])
+            out[f"{kind}_storm_max_optimized_over_naive"] = bound
+            text += f" (at most {bound:.1f}x naive)"
+        parts.append(text)
+    print(
+        "storm ceiling, the model alone on each distinct incident once and nothing else costing "
+        "anything: " + ", ".join(parts)
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- main
