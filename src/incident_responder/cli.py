@@ -26,20 +26,6 @@ dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_
 app.add_typer(dlq_app, name="dlq")
 
 
-# How every server process runs: uvloop + httptools, our own structured logs instead of
-# uvicorn's access log, 30 s for in-flight requests after SIGTERM, and idle keep-alive
-# connections kept 75 s: longer than the usual 60 s idle timeout of load balancers, so the
-# server never closes a connection just as a client or proxy sends on it.
-_UVICORN_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_level": "warning",
-    "access_log": False,
-    "timeout_graceful_shutdown": 30,
-    "timeout_keep_alive": 75,
-}
-
-
 def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -77,8 +63,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="server processes (IR_WORKERS)")] = None,
 ) -> None:
     """Run the HTTP API."""
-    import uvicorn
-
+    from incident_responder.api import serving
     from incident_responder.api.app import create_app
 
     settings = _settings(
@@ -98,12 +83,9 @@ def serve(
             workers=workers,
         )
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        **_UVICORN_OPTIONS,
-    )
+    api = create_app(settings)
+    serving.expose_metrics(settings, api.state.metrics.exposed())
+    serving.run(api, settings)
 
 
 def _serve_workers(settings: Settings, **given: Any) -> None:
@@ -111,7 +93,8 @@ def _serve_workers(settings: Settings, **given: Any) -> None:
     aggregates all of them through prometheus-client's multiprocess directory."""
     import tempfile
 
-    import uvicorn
+    from incident_responder.api import serving
+    from incident_responder.metrics import multiprocess_registry
 
     # The workers read their settings from the environment: pass the command-line ones on.
     for name, value in given.items():
@@ -122,13 +105,9 @@ def _serve_workers(settings: Settings, **given: Any) -> None:
     for stale in metrics_dir.glob("*.db"):  # counts of an earlier run are not this run's
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    uvicorn.run(
-        "incident_responder.api.app:app_from_environment",
-        factory=True,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        **_UVICORN_OPTIONS,
+    serving.expose_metrics(settings, multiprocess_registry(metrics_dir))
+    serving.run(
+        "incident_responder.api.app:app_from_environment", settings, factory=True, workers=settings.workers
     )
 
 

@@ -16,7 +16,7 @@ from incident_responder.errors import BackendUnavailable
 from incident_responder.metrics import Metrics, metrics_for
 from incident_responder.pipeline.analyze import Analyzer
 from incident_responder.pipeline.batching import MicroBatcher
-from incident_responder.pipeline.caching import CachedEmbedder, LruCache
+from incident_responder.pipeline.caching import LruCache, TenantVectors
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
@@ -76,6 +76,10 @@ class Services:
         depth = await anyio.to_thread.run_sync(self.dead_letters.depth)
         self.metrics.dlq_depth.set(depth)
         return applied, depth
+
+    def sweep_idempotency(self) -> int:
+        """Forget every tenant's expired and excess Idempotency-Key records (blocking)."""
+        return sum(self.idempotency.sweep(tenant) for tenant in self.tenants())
 
     def check_backends(self) -> dict[str, str]:
         """Ask every configured backend for a sign of life (blocking): name -> "ok" or the error."""
@@ -195,11 +199,11 @@ def build_services(
         lock_timeout = settings.redis.lock_timeout
         locks = RedisLocks(redis_client, timeout=lock_timeout)
         write_lock = RedisWriteLock(redis_client, timeout=lock_timeout, blocking_timeout=lock_timeout)
-        idempotency = RedisIdempotencyRepository(redis_client, ttl)
+        idempotency = RedisIdempotencyRepository(redis_client, ttl, max_records=r.idempotency_max_records)
 
     else:
         locks = KeyedLocks()
-        idempotency = IdempotencyRepository(objects, ttl)
+        idempotency = IdempotencyRepository(objects, ttl, max_records=r.idempotency_max_records)
     dead_letters = build_dead_letters(settings, redis_client)
     perf = settings.performance
     tickets = TicketRepository(
@@ -216,6 +220,7 @@ def build_services(
         write_lock=write_lock,
         on_conflict=metrics.ticket_conflicts.inc,
         occurrence_comments=settings.occurrence_comments,
+        max_comments=settings.max_comments,
     )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),
@@ -227,6 +232,7 @@ def build_services(
     model: Embedder = backends.embedder
     known: LruCache[tuple[str, str, str], str] | None = None
     batcher = None
+    vectors: TenantVectors | None = None
     if not perf.naive:
         if redis_client is not None:  # shared by every replica
             from incident_responder.backends.redis.coordination import RedisVectorCache
@@ -237,11 +243,9 @@ def build_services(
                 ttl_seconds=7 * 24 * 3600,
                 on_lookup=metrics.cache_counter("embedding"),
             )
-            model = CachedEmbedder(model, shared)
+            vectors = TenantVectors(shared, blocking=True)
         elif perf.embedding_cache_size:
-            model = CachedEmbedder(
-                model, LruCache(perf.embedding_cache_size, metrics.cache_counter("embedding"))
-            )
+            vectors = TenantVectors(LruCache(perf.embedding_cache_size, metrics.cache_counter("embedding")))
         if perf.fingerprint_cache_size:
             known = LruCache(perf.fingerprint_cache_size, metrics.cache_counter("fingerprint"))
         batcher = MicroBatcher(
@@ -269,6 +273,7 @@ def build_services(
         locks=locks,
         tracer=tracer,
         batcher=batcher,
+        vectors=vectors,
         group_commit=not perf.naive,
         recommendations=(
             RecommendationCache(

@@ -4,11 +4,15 @@
     ├── InvalidInput                422 invalid_input
     ├── Unauthorized                401 unauthorized
     ├── NotFound                    404 not_found
+    ├── RequestTimeout              408 request_timeout     (the body did not arrive in time)
     ├── Conflict                    409 conflict
     │   ├── VersionConflict         409 version_conflict   (optimistic concurrency lost)
-    │   └── IdempotencyConflict     409 idempotency_conflict
+    │   ├── IdempotencyConflict     409 idempotency_conflict
+    │   └── LimitReached            409 limit_reached       (a bounded collection is full)
     ├── PayloadTooLarge             413 payload_too_large
     ├── RateLimited                 429 rate_limited        (carries retry_after)
+    ├── HeadersTooLarge             431 headers_too_large
+    ├── TooManyConnections          503 too_many_connections
     ├── ConfigError                 500 config_error        (refused at start-up)
     └── BackendError                502 backend_error
         └── BackendUnavailable      503 backend_unavailable (retryable)
@@ -45,6 +49,11 @@ class NotFound(IncidentResponderError):
     code = "not_found"
 
 
+class RequestTimeout(IncidentResponderError):
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(IncidentResponderError):
     status = 409
     code = "conflict"
@@ -56,6 +65,10 @@ class VersionConflict(Conflict):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class LimitReached(Conflict):
+    code = "limit_reached"
 
 
 class PayloadTooLarge(IncidentResponderError):
@@ -70,6 +83,16 @@ class RateLimited(IncidentResponderError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class HeadersTooLarge(IncidentResponderError):
+    status = 431
+    code = "headers_too_large"
+
+
+class TooManyConnections(IncidentResponderError):
+    status = 503
+    code = "too_many_connections"
 
 
 class ConfigError(IncidentResponderError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,29 @@ if TYPE_CHECKING:
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+OTHER = "other"
+
+
+class BoundedLabel:
+    """The values of one label, admitted first come up to ``limit``; every later value reads
+    ``other``. Series are never dropped once exported (counters must stay monotonic), so a flood
+    of new names (one batch can carry 1,000 services) cannot grow ``/metrics`` without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._admitted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._admitted:
+            return value
+        with self._lock:
+            if len(self._admitted) < self._limit:
+                self._admitted.add(value)
+                return value
+        return OTHER
+
+
 class Metrics:
     def __init__(
         self,
@@ -21,6 +45,8 @@ class Metrics:
         tenant_label: bool = False,
         llm_price_per_million: tuple[float, float] = (0.0, 0.0),
         multiprocess_dir: Path | None = None,
+        max_services: int = 100,
+        max_tenants: int = 50,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # With several workers (serve --workers N) every worker writes its values to
@@ -28,6 +54,8 @@ class Metrics:
         self._multiprocess_dir = multiprocess_dir
         # A tenant label multiplies series by tenants: off unless the operator asks for it.
         self._tenant_label = tenant_label
+        self._service = BoundedLabel(max_services)
+        self._tenant = BoundedLabel(max_tenants)
         self._llm_prices = llm_price_per_million
         self.incidents = Counter(
             "ir_incidents_total",
@@ -134,7 +162,8 @@ class Metrics:
         return lambda found: (hit if found else miss).inc()
 
     def count_incident(self, status: str, service: str, tenant: str) -> None:
-        labels = (status, service, tenant) if self._tenant_label else (status, service)
+        service = self._service(service)
+        labels = (status, service, self._tenant(tenant)) if self._tenant_label else (status, service)
         self.incidents.labels(*labels).inc()
 
     def count_llm_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
@@ -145,13 +174,22 @@ class Metrics:
         self.llm_cost.inc((prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000)
 
     def render(self) -> bytes:
-        if self._multiprocess_dir is None:
-            return generate_latest(self.registry)
-        from prometheus_client import multiprocess
+        return generate_latest(self.exposed())
 
-        combined = CollectorRegistry()
-        multiprocess.MultiProcessCollector(combined, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
-        return generate_latest(combined)
+    def exposed(self) -> CollectorRegistry:
+        """What ``/metrics`` shows: this registry, or with several workers all of theirs."""
+        if self._multiprocess_dir is None:
+            return self.registry
+        return multiprocess_registry(self._multiprocess_dir)
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """A registry that reads every worker's values from prometheus-client's multiprocess files."""
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined, path=str(directory))  # type: ignore[no-untyped-call]
+    return combined
 
 
 def metrics_for(settings: Settings) -> Metrics:
@@ -159,5 +197,7 @@ def metrics_for(settings: Settings) -> Metrics:
     return Metrics(
         multiprocess_dir=settings.prometheus_multiproc_dir,
         tenant_label=settings.metrics.tenant_label,
+        max_services=settings.metrics.max_services,
+        max_tenants=settings.metrics.max_tenants,
         llm_price_per_million=(prices.llm_input_per_million, prices.llm_output_per_million),
     )

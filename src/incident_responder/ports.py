@@ -190,7 +190,8 @@ class WriteLock(Protocol):
 
 
 class IdempotencyStore(Protocol):
-    """Stored responses of requests that carried an Idempotency-Key (expire after a TTL)."""
+    """Stored responses of requests that carried an Idempotency-Key (expire after a TTL; at most
+    a configured number per tenant, the oldest forgotten first)."""
 
     def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
         """The live record for ``key`` of ``tenant``, or None."""
@@ -198,6 +199,10 @@ class IdempotencyStore(Protocol):
 
     def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
         """Store the record (overwrites an expired one)."""
+        ...
+
+    def sweep(self, tenant: str) -> int:
+        """Forget the tenant's expired records and its oldest beyond the store's cap; how many."""
         ...
 
 

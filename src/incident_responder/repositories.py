@@ -5,8 +5,9 @@ Layout (identical on local disk and S3)::
     <tenant>/tickets/<ticket_id>.json
     <tenant>/incidents/<incident_id>.json
     <tenant>/runbooks/<runbook_id>.json
-    <tenant>/pending/<ticket_id>.json       intent markers: a ticket whose vector may be missing
+    <tenant>/pending/group-<ticket_id>.json   intent marker of new tickets whose vectors may be missing
     <tenant>/idempotency/<sha256(key)>.json
+    <tenant>/idempotency-log/<created ms>-<sha256(key)>.json   the records in time order (empty)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from incident_responder.models import IdempotencyRecord, IncidentResult, Runbook
 from incident_responder.pipeline.caching import LruCache
 from incident_responder.ports import ObjectStore, ObjectWrite
 
+PAGE_SCAN = 1_000  # stored tickets one listing request reads at most
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
@@ -165,29 +167,39 @@ class TicketRepository:
         service: str | None,
         limit: int,
         cursor: str | None,
+        scan: int = PAGE_SCAN,
     ) -> tuple[list[Ticket], str | None]:
-        """Tickets oldest first (ids are time-ordered), filtered, ``limit`` at a time."""
+        """Tickets oldest first (ids are time-ordered), filtered, ``limit`` at a time.
+
+        One call reads at most ``scan`` stored tickets: a filter that matches few of many
+        tickets returns fewer than ``limit`` (maybe none) with a cursor to go on from, so no
+        request reads a tenant's every ticket. The cursor is None once nothing is left."""
         if cursor is not None and not _safe_id(cursor):
             raise InvalidInput("invalid cursor")
         start_after = self.key(tenant, cursor) if cursor else None
+        keys = self._objects.list_keys(f"{tenant}/tickets/", start_after=start_after, limit=scan + 1)
         out: list[Ticket] = []
         last_key: str | None = None
-        for key in self._objects.list_keys(f"{tenant}/tickets/", start_after=start_after):
+        for key in keys[:scan]:
+            last_key = key
             found = self._objects.get(key)
             if found is None:
                 continue
-            ticket = Ticket.model_validate_json(found.data)
-            if (status is None or ticket.status == status) and (service is None or ticket.service == service):
-                out.append(ticket)
-                last_key = key
+            head = _TicketHead.model_validate_json(found.data)  # the filter reads two fields only
+            if (status is None or head.status == status) and (service is None or head.service == service):
+                out.append(Ticket.model_validate_json(found.data))
                 if len(out) == limit:
                     break
-        more = bool(
-            last_key
-            and len(out) == limit
-            and self._objects.list_keys(f"{tenant}/tickets/", start_after=last_key, limit=1)
-        )
-        return out, (out[-1].ticket_id if more else None)
+        if last_key is None or last_key == keys[-1]:
+            return out, None
+        return out, last_key.rsplit("/", 1)[1].removesuffix(".json")
+
+
+class _TicketHead(BaseModel):
+    """The fields of a stored ticket that a listing filters on (the rest is not parsed)."""
+
+    status: TicketStatus
+    service: str
 
 
 class IncidentRepository:
@@ -269,19 +281,39 @@ class PendingMarkers:
 
 
 class IdempotencyRepository:
+    """Idempotency records over the ObjectStore, expired after ``ttl_seconds`` and at most
+    ``max_records`` per tenant (past that the oldest are forgotten early).
+
+    Each record has a log entry named by its creation time, so that :meth:`sweep` finds the
+    expired and excess records by listing the log alone (no read of every record)."""
+
     def __init__(
-        self, objects: ObjectStore, ttl_seconds: float, clock: Callable[[], datetime] = utcnow
+        self,
+        objects: ObjectStore,
+        ttl_seconds: float,
+        *,
+        max_records: int = 10_000,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._objects = objects
         self._ttl = ttl_seconds
+        self._max = max_records
         self._clock = clock
 
     @staticmethod
-    def _key(tenant: str, key: str) -> str:
-        return f"{tenant}/idempotency/{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+    def _key(tenant: str, digest: str) -> str:
+        return f"{tenant}/idempotency/{digest}.json"
+
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    @staticmethod
+    def _millis(moment: datetime) -> int:
+        return int(moment.timestamp() * 1000)
 
     def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
-        found = self._objects.get(self._key(tenant, key))
+        found = self._objects.get(self._key(tenant, self._digest(key)))
         if found is None:
             return None
         record = IdempotencyRecord.model_validate_json(found.data)
@@ -290,7 +322,31 @@ class IdempotencyRepository:
         return record
 
     def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
-        self._objects.put(self._key(tenant, key), _dump(record))
+        digest = self._digest(key)
+        entry = f"{tenant}/idempotency-log/{self._millis(record.created_at):013d}-{digest}.json"
+        self._objects.put_many(
+            [ObjectWrite(self._key(tenant, digest), _dump(record)), ObjectWrite(entry, b"{}")]
+        )
+
+    def sweep(self, tenant: str) -> int:
+        """Delete the tenant's expired records and its oldest beyond ``max_records``; returns how
+        many log entries went. A record written again since its entry stays (it has a newer one)."""
+        entries = self._objects.list_keys(f"{tenant}/idempotency-log/")
+        cutoff = self._millis(self._clock()) - int(self._ttl * 1000)
+        excess = len(entries) - self._max
+        removed = 0
+        for position, entry in enumerate(entries):
+            created, _, digest = entry.rsplit("/", 1)[1].removesuffix(".json").partition("-")
+            if int(created) >= cutoff and position >= excess:
+                break  # entries are in time order: the rest are live and within the cap
+            found = self._objects.get(self._key(tenant, digest))
+            if found is not None:
+                stored = IdempotencyRecord.model_validate_json(found.data)
+                if self._millis(stored.created_at) == int(created):
+                    self._objects.delete(self._key(tenant, digest))
+            self._objects.delete(entry)
+            removed += 1
+        return removed
 
 
 def _safe_id(value: str) -> bool:

@@ -193,11 +193,27 @@ class ReliabilitySettings(BaseModel):
     idempotency_ttl_hours: float = Field(
         24.0, gt=0.0, le=24 * 30, description="how long Idempotency-Key records live"
     )
+    idempotency_sweep_interval: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="seconds between sweeps of expired Idempotency-Key records"
+    )
+    idempotency_max_records: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Idempotency-Key records kept per tenant; past it the oldest are forgotten early",
+    )
 
 
 class RateLimitSettings(BaseModel):
-    per_key: str = Field("6000/minute", description="limit per API key ('' disables); limits-library syntax")
-    per_tenant: str = Field("12000/minute", description="limit per tenant across its keys ('' disables)")
+    per_key: str = Field(
+        "6000/minute",
+        description="incidents per API key ('' disables; a batch counts each); limits-library syntax",
+    )
+    per_tenant: str = Field("12000/minute", description="incidents per tenant across its keys ('' disables)")
+    failed_auth_per_address: str = Field(
+        "30/minute",
+        description="requests with a missing or wrong key per client address; over it, 429 ('' disables)",
+    )
     storage_uri: str = Field(
         "", description="limits storage URI ('' = Redis when configured, else memory://)"
     )
@@ -270,8 +286,57 @@ class PerformanceSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """What one connection or request may cost the server before it is refused."""
+
+    header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024, description="largest request line + headers; larger get 431"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0.0, le=600.0, description="seconds to receive a request's headers once it has started (408)"
+    )
+    body_timeout: float = Field(
+        30.0, gt=0.0, le=3600.0, description="seconds to receive a request's body (408)"
+    )
+    keep_alive_timeout: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="seconds an idle connection is kept open (also before its first request)",
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="open connections at most; more are answered 503 and closed"
+    )
+    max_connections_per_client: int = Field(
+        100, ge=0, description="open connections per client address at most (0: no limit; behind a proxy: 0)"
+    )
+    body_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest body of a single-object request (an incident, a comment)"
+    )
+    runbook_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest body of PUT /v1/runbooks/{id}"
+    )
+
+
 class MetricsSettings(BaseModel):
     tenant_label: bool = Field(False, description="label ir_incidents_total by tenant too (more series)")
+    token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token /metrics asks for ('' = none: keep /metrics off the internet)",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="serve /metrics on this port instead of the API's (unset: the API's)",
+    )
+    host: str = Field("127.0.0.1", description="bind address of the separate metrics port")
+    max_services: int = Field(
+        100, ge=1, le=100_000, description="distinct service label values; later services count as 'other'"
+    )
+    max_tenants: int = Field(
+        50, ge=1, le=100_000, description="distinct tenant label values (tenant_label); later ones: 'other'"
+    )
 
 
 class TracingSettings(BaseModel):
@@ -303,7 +368,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_log_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted log text")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest request body (a batch); larger bodies get 413"
+    )
     max_batch: int = Field(1_000, ge=1, le=10_000, description="most incidents in one batch request")
     occurrence_comments: int = Field(
         25,
@@ -311,6 +378,9 @@ class Settings(BaseSettings):
         le=1_000,
         description="the newest occurrence comments a ticket keeps (its occurrence count stays exact; "
         "every report stays readable at /v1/incidents/{id})",
+    )
+    max_comments: int = Field(
+        1_000, ge=1, le=100_000, description="user comments per ticket; more are refused (409 limit_reached)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -325,6 +395,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     workers: int = Field(
         1, ge=1, le=64, description="server processes (>1 needs Redis and a server vector index)"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -214,7 +214,9 @@ async def test_every_answer_is_counted_by_route_template_and_status(client: http
         ("\u0085", False),  # whitespace to Python, not to ECMAScript's \s (schemathesis found it)
         ("\u00a0 \u3000", False),
         ("\u2028\t\n", False),
-        ("\ufeff", True),  # whitespace to ECMAScript's \s, not to Python: a visible character here
+        ("\ufeff", False),  # invisible: a byte-order mark
+        ("\u200b\u200d\ufeff \u2060", False),  # zero-width spaces and joiners show nothing
+        ("\u200bx", True),
         ("\u0085x", True),
     ],
 )
@@ -251,3 +253,60 @@ async def test_the_published_text_pattern_means_what_the_validator_does(client: 
         except ValidationError:
             valid = False
         assert bool(compiled.fullmatch(text)) is valid, hex(code)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/incidents", {"service": "api", "log": "x", "labels": {"k": "bell\x07"}}),
+        ("POST", "/v1/incidents", {"service": "api", "log": "x", "title": "nul\x00"}),
+        ("POST", "/v1/tickets/{ticket}/comments", {"author": "ann\x1b[31m", "body": "hi"}),
+        ("POST", "/v1/tickets/{ticket}/comments", {"author": "ann", "body": "a\x00b"}),
+        ("POST", "/v1/tickets/{ticket}/comments", {"author": "\u200b", "body": "invisible author"}),
+        ("POST", "/v1/tickets/{ticket}/resolve", {"resolution": "done\x7f"}),
+        ("PUT", "/v1/runbooks/rb", {"title": "T\x08", "content": "c"}),
+        ("PUT", "/v1/runbooks/rb", {"title": "T", "content": "# c\x0c"}),
+        ("PUT", "/v1/runbooks/rb", {"title": "T", "content": "c", "tags": ["x\x01"]}),
+        ("PUT", "/v1/runbooks/rb", {"title": "\ufeff", "content": "c"}),
+    ],
+)
+async def test_control_characters_are_refused_in_every_text(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, object]
+) -> None:
+    opened = await client.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+    r = await client.request(method, path.format(ticket=opened.json()["ticket_id"]), json=body, headers=ACME)
+    _error(r, 422, "invalid_input")
+    ticket = (await client.get(f"/v1/tickets/{opened.json()['ticket_id']}", headers=ACME)).json()
+    assert ticket["status"] == "open" and [c["kind"] for c in ticket["comments"]] == ["occurrence"]
+    assert (await client.get("/v1/runbooks", headers=ACME)).json()["runbooks"] == []
+
+
+async def test_an_oversized_chunked_body_is_413(make_client: MakeClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"service":"a","log":"'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    async with make_client(max_body_bytes=4096) as http:
+        r = await http.post("/v1/incidents", content=chunks(), headers=ACME)  # no content-length: chunked
+        _error(r, 413, "payload_too_large")
+        assert r.headers["connection"] == "close"
+
+
+async def test_a_ticket_takes_a_bounded_number_of_comments(make_client: MakeClient) -> None:
+    async with make_client(max_comments=2) as http:
+        opened = await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+        url = f"/v1/tickets/{opened.json()['ticket_id']}/comments"
+        for i in range(2):
+            assert (
+                await http.post(url, json={"author": "ann", "body": f"note {i}"}, headers=ACME)
+            ).status_code == 201
+        _error(
+            await http.post(url, json={"author": "ann", "body": "one too many"}, headers=ACME),
+            409,
+            "limit_reached",
+        )
+        # The occurrences of reports are not comments of people: the ticket keeps counting them.
+        again = await http.post("/v1/incidents", json={"service": "api", "log": db_log(2)}, headers=ACME)
+        assert again.json()["status"] == "existing"

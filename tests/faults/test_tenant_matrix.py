@@ -98,16 +98,36 @@ async def test_rate_limits_per_key_and_tenant(
         api_keys="acme:acme-key-123,acme:acme-key-789,globex:globex-key-456",
         rate_limit={"per_key": "3/minute", "per_tenant": "4/minute"},
     ) as http:
-        codes = [(await http.get("/v1/runbooks", headers=ACME)).status_code for _ in range(4)]
-        assert codes == [200, 200, 200, 429]  # the key's budget
+        codes = [(await http.get("/v1/runbooks", headers=ACME)).status_code for _ in range(6)]
+        # the key's budget; its own refusals cost the tenant nothing
+        assert codes == [200, 200, 200, 429, 429, 429]
         other_key = {"X-API-Key": "acme-key-789"}
-        assert (
-            await http.get("/v1/runbooks", headers=other_key)
-        ).status_code == 429  # the tenant's budget (4)
+        assert (await http.get("/v1/runbooks", headers=other_key)).status_code == 200  # the tenant's 4th
         limited = await http.get("/v1/runbooks", headers=other_key)
+        assert limited.status_code == 429  # the tenant's budget (4)
         assert limited.json()["error"]["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
         assert (await http.get("/v1/runbooks", headers=GLOBEX)).status_code == 200  # other tenants unaffected
-        assert "ir_rate_limited_total 3.0" in (await http.get("/metrics")).text
+        assert "ir_rate_limited_total 4.0" in (await http.get("/metrics")).text
+
+
+async def test_a_batch_costs_its_number_of_incidents(make_client: MakeClient) -> None:
+    async with make_client(rate_limit={"per_key": "10/minute", "per_tenant": ""}) as http:
+        batch = {"incidents": [{"service": "api", "log": db_log(i)} for i in range(8)]}
+        assert (await http.post("/v1/incidents/batch", json=batch, headers=ACME)).status_code == 200
+        refused = await http.post("/v1/incidents/batch", json=batch, headers=ACME)  # 16 > 10
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        small = {"incidents": batch["incidents"][:2]}
+        assert (await http.post("/v1/incidents/batch", json=small, headers=ACME)).status_code == 200
+        assert (await http.get("/v1/runbooks", headers=ACME)).status_code == 429  # 10 used
+
+
+async def test_failed_authentications_are_limited_per_client_address(make_client: MakeClient) -> None:
+    async with make_client(rate_limit={"failed_auth_per_address": "3/minute"}) as http:
+        wrong = {"X-API-Key": "not-a-key-000"}
+        codes = [(await http.get("/v1/runbooks", headers=wrong)).status_code for _ in range(5)]
+        assert codes == [401, 401, 401, 429, 429]
+        refused = await http.get("/v1/runbooks", headers=ACME)  # even a good key, from that address
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
 
 
 async def test_tenant_label_only_when_asked(

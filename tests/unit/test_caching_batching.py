@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from incident_responder.pipeline.batching import MicroBatcher
-from incident_responder.pipeline.caching import CachedEmbedder, LruCache
+from incident_responder.pipeline.caching import LruCache, TenantVectors
 
 
 class CountingEmbedder:
@@ -43,14 +43,15 @@ def test_lru_evicts_least_recently_used_and_counts() -> None:
     assert seen == [True, False, True]
 
 
-def test_cached_embedder_embeds_each_text_once() -> None:
-    inner = CountingEmbedder()
-    cached = CachedEmbedder(inner, LruCache(100))
-    first = cached.embed(["x", "y", "x"])
-    second = cached.embed(["y", "z"])
-    assert inner.batches == [["x", "y"], ["z"]]
-    assert np.allclose(first[0], first[2]) and np.allclose(first[1], second[0])
-    assert cached.embed([]).shape == (0, 4)
+def test_tenant_vectors_answer_each_tenant_from_its_own_texts_only() -> None:
+    lookups: list[bool] = []
+    vectors = TenantVectors(LruCache(100, on_lookup=lookups.append))
+    x = np.ones(4, dtype=np.float32)
+    vectors.remember("acme", {"x": x})
+    assert vectors.known("acme", ["x", "y", "x"]).keys() == {"x"}  # each distinct text looked up once
+    assert lookups == [True, False]
+    assert vectors.known("globex", ["x"]) == {}  # another tenant's text is a miss
+    assert lookups[-1] is False
 
 
 async def test_concurrent_callers_share_one_model_call() -> None:

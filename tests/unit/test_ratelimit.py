@@ -1,24 +1,48 @@
-"""RequestLimiter on its own: budgets per key and per tenant, and which storages block."""
+"""RequestLimiter on its own: budgets per key, per tenant and per address, and which storages block."""
 
 from __future__ import annotations
 
 import pytest
 
 from incident_responder.api.ratelimit import RequestLimiter
-from incident_responder.errors import ConfigError, RateLimited
+from incident_responder.errors import ConfigError, InvalidInput, RateLimited
 
 
-def test_key_and_tenant_budgets_count_separately() -> None:
+def test_a_key_over_its_budget_leaves_its_tenants_budget_untouched() -> None:
     limiter = RequestLimiter(per_key="2/minute", per_tenant="3/minute", storage_uri="memory://")
     limiter.check("acme", "key-one")
     limiter.check("acme", "key-one")
-    with pytest.raises(RateLimited) as over_key:
-        limiter.check("acme", "key-one")
-    assert over_key.value.retry_after >= 1
-    # The refused request counted against the tenant (it hit the tenant budget first): 3 used.
+    for _ in range(5):  # the key's own refusals cost the tenant nothing
+        with pytest.raises(RateLimited) as over_key:
+            limiter.check("acme", "key-one")
+        assert over_key.value.retry_after >= 1
+    limiter.check("acme", "key-two")  # the tenant's third request: still within its budget
+    with pytest.raises(RateLimited, match="tenant"):
+        limiter.check("acme", "key-three")
+    limiter.check("other", "key-four")  # another tenant has its own budget
+
+
+def test_a_request_costs_its_number_of_incidents() -> None:
+    limiter = RequestLimiter(per_key="10/minute", per_tenant="", storage_uri="memory://")
+    limiter.check("acme", "key-one", cost=8)
     with pytest.raises(RateLimited):
-        limiter.check("acme", "key-two")
-    limiter.check("other", "key-three")  # another tenant has its own budget
+        limiter.check("acme", "key-one", cost=3)
+    limiter.check("acme", "key-one", cost=2)  # the refused 3 were not counted
+    with pytest.raises(InvalidInput, match="more than the key budget"):
+        limiter.check("acme", "key-two", cost=11)  # could never pass: said so, not "retry later"
+
+
+def test_failed_authentications_are_limited_per_address() -> None:
+    limiter = RequestLimiter(
+        per_key="", per_tenant="", storage_uri="memory://", failed_auth_per_address="3/minute"
+    )
+    for _ in range(3):
+        limiter.check_address("10.0.0.1")
+        limiter.failed_auth("10.0.0.1")
+    with pytest.raises(RateLimited, match="failed authentications") as refused:
+        limiter.check_address("10.0.0.1")
+    assert refused.value.retry_after >= 1
+    limiter.check_address("10.0.0.2")  # another address is not affected
 
 
 def test_only_an_in_memory_storage_is_called_on_the_event_loop() -> None:
@@ -30,3 +54,5 @@ def test_only_an_in_memory_storage_is_called_on_the_event_loop() -> None:
 def test_a_malformed_budget_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         RequestLimiter(per_key="lots", per_tenant="", storage_uri="memory://")
+    with pytest.raises(ConfigError):
+        RequestLimiter(per_key="", per_tenant="", storage_uri="memory://", failed_auth_per_address="x")

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from incident_responder import __version__
 from incident_responder.api.auth import KeyRing
 from incident_responder.api.errors import install_error_handlers
+from incident_responder.api.gate import Gate, RoutePolicies
 from incident_responder.api.idempotency import IdempotencyGuard
-from incident_responder.api.limits import BodySizeLimit
 from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
@@ -46,6 +46,21 @@ async def _replay_forever(app: FastAPI, interval: float) -> None:
                     log.info("dlq.replayed", applied=applied, waiting=waiting)
         except Exception:
             log.exception("dlq.replay_failed")
+
+
+async def _sweep_forever(app: FastAPI, interval: float) -> None:
+    """Forget expired and excess Idempotency-Key records of every tenant, every ``interval`` s."""
+    while True:
+        await asyncio.sleep(interval)
+        services: Services | None = app.state.services
+        if services is None:
+            continue
+        try:
+            removed = await anyio.to_thread.run_sync(services.sweep_idempotency)
+            if removed:
+                log.info("idempotency.swept", removed=removed)
+        except Exception:
+            log.exception("idempotency.sweep_failed")
 
 
 def create_app(
@@ -84,13 +99,18 @@ def create_app(
 
             worker = threading.Thread(target=start, name="ir-startup", daemon=True)
             worker.start()
-        replayer = asyncio.create_task(_replay_forever(app, settings.reliability.dlq_replay_interval))
+        reliability = settings.reliability
+        loops = [
+            asyncio.create_task(_replay_forever(app, reliability.dlq_replay_interval)),
+            asyncio.create_task(_sweep_forever(app, reliability.idempotency_sweep_interval)),
+        ]
         try:
             yield
         finally:
-            replayer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replayer
+            for task in loops:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if worker is not None:
                 worker.join()
             if app.state.services is not None:
@@ -102,11 +122,16 @@ def create_app(
     app.state.services = services
     app.state.startup_error = None
     app.state.metrics = metrics
-    app.state.keyring = KeyRing(settings.key_to_tenant(), settings.api_keys_file)
-    app.state.limiter = RequestLimiter(
-        per_key=settings.rate_limit.per_key,
-        per_tenant=settings.rate_limit.per_tenant,
-        storage_uri=settings.rate_limit.storage_uri or settings.redis.url.get_secret_value() or "memory://",
+    app.state.metrics_access = ops.MetricsAccess(
+        token=settings.metrics.token.get_secret_value(), elsewhere=settings.metrics.port is not None
+    )
+    keyring = KeyRing(settings.key_to_tenant(), settings.api_keys_file)
+    limits = settings.rate_limit
+    limiter = RequestLimiter(
+        per_key=limits.per_key,
+        per_tenant=limits.per_tenant,
+        failed_auth_per_address=limits.failed_auth_per_address,
+        storage_uri=limits.storage_uri or settings.redis.url.get_secret_value() or "memory://",
     )
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.idempotency, services.locks)
@@ -114,8 +139,21 @@ def create_app(
     for module in (incidents, tickets, runbooks, ops):
         app.include_router(module.router)
 
-    app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    http = settings.http
+    app.add_middleware(
+        Gate,
+        keyring=keyring,
+        limiter=limiter,
+        policies=RoutePolicies(
+            body=min(http.body_bytes, settings.max_body_bytes),
+            batch=settings.max_body_bytes,
+            runbook=min(http.runbook_body_bytes, settings.max_body_bytes),
+            max_batch=settings.max_batch,
+        ),
+        body_timeout=http.body_timeout,
+        on_rate_limited=metrics.rate_limited.inc,
+    )
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outside the gate: its refusals count too
     if provider is not None:
         instrument_app(app, provider)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id

@@ -5,52 +5,71 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from incident_responder.models import IncidentReport, IncidentResult, Runbook, RunbookHit, Severity, Ticket
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,100}$")
-# Control characters other than tab/newline/CR carry no meaning in a log and break
+# Control characters other than tab/newline/CR carry no meaning in any text and break
 # terminals and JSON consumers downstream; they are refused, not silently dropped.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_CLASS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
+# What leaves a text blank: whitespace (spelled out as Python's str.isspace() counts it,
+# not ``\s``, whose meaning differs between dialects: ECMAScript's, which JSON Schema clients
+# use, leaves out U+0085 and adds U+FEFF) and the invisible format characters of the Basic
+# Multilingual Plane (zero-width spaces and joiners, bidi marks, the BOM, variation selectors).
+_BLANK_CLASS = (
+    r"\x09\x0a\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    r"\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+)
+_VISIBLE = f"[^{_CONTROL_CLASS}{_BLANK_CLASS}]"
+_NOT_BLANK = re.compile(_VISIBLE)
+# The same rules as the validators below, published in the OpenAPI schema so clients (and
+# schemathesis) know them; each class excludes the next, so no engine backtracks on them.
+_TEXT_PATTERN = f"^[{_BLANK_CLASS}]*{_VISIBLE}[^{_CONTROL_CLASS}]*$"
+_PLAIN_PATTERN = f"^[^{_CONTROL_CLASS}]*$"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
-# A character that makes a text not blank: neither a control character nor whitespace.
-# The whitespace is spelled out (what Python's str.isspace() counts) instead of ``\s``,
-# whose meaning differs between dialects: ECMAScript's, which JSON Schema clients use,
-# leaves out U+0085 and adds U+FEFF, so a log of one U+0085 passed the published pattern
-# and was refused as blank.
-_VISIBLE = r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-_NOT_BLANK = re.compile(_VISIBLE)
-# The same rules as the validators below, published in the OpenAPI schema so clients
-# (and schemathesis) know them; the validators enforce them with readable messages.
-_TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*{_VISIBLE}[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
-_TEXT_DOC = {"pattern": _TEXT_PATTERN}
+def _no_control_chars(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (other than tab and newline)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not _NOT_BLANK.search(value):
+        raise ValueError("must not be blank")
+    return value
+
+
+# Every text of a request is one of these: free text without control characters, or such
+# text that must also show something.
+PlainText = Annotated[
+    str, AfterValidator(_no_control_chars), Field(json_schema_extra={"pattern": _PLAIN_PATTERN})
+]
+VisibleText = Annotated[
+    str,
+    AfterValidator(_no_control_chars),
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"pattern": _TEXT_PATTERN}),
+]
 
 
 class IncidentIn(_Strict):
     service: ServiceName
-    log: Annotated[str, Field(min_length=1, json_schema_extra=_TEXT_DOC)]
+    log: Annotated[VisibleText, Field(min_length=1)]
     severity: Severity | None = None
-    title: Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_TEXT_DOC)] | None = None
+    title: Annotated[VisibleText, Field(min_length=1, max_length=200)] | None = None
     labels: Annotated[
-        dict[str, Annotated[str, Field(max_length=500)]],
+        dict[str, Annotated[PlainText, Field(max_length=500)]],
         Field(max_length=50, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY.pattern}}),
     ] = Field(default_factory=dict)
-
-    @field_validator("log", "title")
-    @classmethod
-    def _no_control_chars(cls, value: str | None) -> str | None:
-        if value is not None and _CONTROL.search(value):
-            raise ValueError("must not contain control characters (other than tab and newline)")
-        if value is not None and not _NOT_BLANK.search(value):
-            raise ValueError("must not be blank")
-        return value
 
     @field_validator("labels")
     @classmethod
@@ -73,19 +92,19 @@ class BatchOut(BaseModel):
 
 
 class CommentIn(_Strict):
-    author: Annotated[str, Field(min_length=1, max_length=200)]
-    body: Annotated[str, Field(min_length=1, max_length=20_000)]
+    author: Annotated[VisibleText, Field(min_length=1, max_length=200)]
+    body: Annotated[VisibleText, Field(min_length=1, max_length=20_000)]
 
 
 class ResolveIn(_Strict):
-    resolution: Annotated[str, Field(max_length=20_000)] | None = None
+    resolution: Annotated[PlainText, Field(max_length=20_000)] | None = None
 
 
 class RunbookIn(_Strict):
-    title: Annotated[str, Field(min_length=1, max_length=300)]
-    content: Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    title: Annotated[VisibleText, Field(min_length=1, max_length=300)]
+    content: Annotated[VisibleText, Field(min_length=1, max_length=1_000_000)]
     services: list[ServiceName] = Field(default_factory=list, max_length=100)
-    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+    tags: list[Annotated[VisibleText, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=100
     )
 

@@ -1,21 +1,19 @@
-"""Process-local caches for the hot path (alert storms are mostly repeats).
+"""Caches for the hot path (alert storms are mostly repeats).
 
-Both are safe to keep per replica without coordination: an embedding is a pure
-function of its text, and a fingerprint, once indexed under a ticket, stays with
-that ticket (tickets are never merged or deleted).
+An LRU map in process, and the embeddings of earlier texts per tenant (in process, or in
+Redis shared by replicas): an embedding is a pure function of its text, so a remembered one
+is always right; it is keyed by tenant so that no tenant's lookup, nor its speed, tells
+whether another tenant sent a text.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
-from incident_responder.ports import Embedder, Vector
+from incident_responder.ports import Vector
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -66,25 +64,28 @@ class VectorCache(Protocol):
     def put(self, key: str, value: Vector) -> None: ...
 
 
-class CachedEmbedder:
-    """An Embedder that embeds each distinct text once."""
+class TenantVectors:
+    """The embeddings of texts a tenant sent before, keyed by tenant and text.
 
-    def __init__(self, inner: Embedder, cache: VectorCache) -> None:
-        self._inner = inner
-        self._cache = cache
+    ``blocking``: the store waits on the network (Redis): call it off the event loop."""
 
-    @property
-    def dim(self) -> int:
-        return self._inner.dim
+    def __init__(self, store: VectorCache, *, blocking: bool = False) -> None:
+        self._store = store
+        self.blocking = blocking
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        known = {t: v for t in dict.fromkeys(texts) if (v := self._cache.get(t)) is not None}
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
-        if missing:
-            fresh = self._inner.embed(missing)
-            for i, text in enumerate(missing):
-                known[text] = fresh[i]
-                self._cache.put(text, fresh[i])
-        return np.stack([known[t] for t in texts]).astype(np.float32, copy=False)
+    @staticmethod
+    def _key(tenant: str, text: str) -> str:
+        return f"{tenant}\0{text}"  # tenant names never hold a NUL
+
+    def known(self, tenant: str, texts: Sequence[str]) -> dict[str, Vector]:
+        """The remembered vectors of ``texts`` (each distinct text looked up once)."""
+        found = {}
+        for text in dict.fromkeys(texts):
+            vector = self._store.get(self._key(tenant, text))
+            if vector is not None:
+                found[text] = vector
+        return found
+
+    def remember(self, tenant: str, vectors: Mapping[str, Vector]) -> None:
+        for text, vector in vectors.items():
+            self._store.put(self._key(tenant, text), vector)

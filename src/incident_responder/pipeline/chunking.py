@@ -15,55 +15,24 @@ Use :func:`embedding_text` for the string to embed for a chunk (``f"{title}\\n{h
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from incident_responder.models import Runbook, RunbookChunk
+from incident_responder.text.markdown import FENCE_RE, atx_heading, front_matter_title, split_front_matter
+
+__all__ = ["chunk_runbook", "embedding_text", "runbook_title", "split_front_matter"]
 
 DEFAULT_MAX_CHARS = 800  # ~98% of chunks then fit all-MiniLM-L6-v2's 256 word pieces (1,500: ~89%)
 # Bump when chunk boundaries or texts change, so that stored chunk vectors are re-embedded.
 CHUNKER_VERSION = "1"
 HEADING_SEPARATOR = " > "
 
-_HEADING_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
-_CLOSING_HASHES_RE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
-_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_FRONT_TITLE_RE = re.compile(r"""^title[ \t]*[:=][ \t]*(.+?)[ \t]*$""", re.MULTILINE)
 
-
-def split_front_matter(content: str) -> tuple[str, str]:
-    """Return ``(front_matter, body)``; front matter is ``""`` when there is none (or it is unclosed)."""
-    text = content.lstrip("\ufeff")
-    lines = text.splitlines(keepends=True)
-    if not lines:
-        return "", text
-    delim = lines[0].strip()
-    if delim not in ("---", "+++"):
-        return "", text
-    for i in range(1, len(lines)):
-        if lines[i].strip() == delim:
-            return "".join(lines[1:i]), "".join(lines[i + 1 :])
-    return "", text
-
-
-def _heading_text(raw: str | None) -> str:
-    text = _CLOSING_HASHES_RE.sub("", raw or "").strip()
-    return text
-
-
-def _front_matter_title(front: str) -> str | None:
-    match = _FRONT_TITLE_RE.search(front)
-    if not match:
-        return None
-    title = match.group(1).strip().strip("\"'").strip()
-    return title or None
-
-
-def _headings(body: str) -> Iterator[tuple[str, re.Match[str] | None]]:
-    """Every line with its heading match; lines in fenced code blocks never match."""
+def _headings(body: str) -> Iterator[tuple[str, tuple[int, str] | None]]:
+    """Every line with its heading ``(level, text)``; lines in fenced code blocks are never headings."""
     fence: str | None = None
     for line in body.splitlines():
-        fence_match = _FENCE_RE.match(line)
+        fence_match = FENCE_RE.match(line)
         if fence_match:
             marker = fence_match.group(1)
             if fence is None:
@@ -72,18 +41,16 @@ def _headings(body: str) -> Iterator[tuple[str, re.Match[str] | None]]:
                 fence = None
             yield line, None
         else:
-            yield line, _HEADING_RE.match(line) if fence is None else None
+            yield line, atx_heading(line) if fence is None else None
 
 
 def runbook_title(content: str, fallback: str) -> str:
     """First ``#`` heading after the front matter, else the front matter ``title``, else ``fallback``."""
     front, body = split_front_matter(content)
-    for _, match in _headings(body):
-        if match and len(match.group(1)) == 1:
-            title = _heading_text(match.group(2))
-            if title:
-                return title
-    return _front_matter_title(front) or fallback
+    for _, found in _headings(body):
+        if found and found[0] == 1 and found[1]:
+            return found[1]
+    return front_matter_title(front) or fallback
 
 
 def _split_long(text: str, max_chars: int) -> list[str]:
@@ -124,11 +91,10 @@ def chunk_runbook(runbook: Runbook, *, max_chars: int = DEFAULT_MAX_CHARS) -> li
     path: list[tuple[int, str]] = []
     current_heading = runbook.title.strip()
     current_lines: list[str] = []
-    for line, match in _headings(body):
-        if match:
+    for line, found in _headings(body):
+        if found:
             sections.append((current_heading, current_lines))
-            level = len(match.group(1))
-            title = _heading_text(match.group(2))
+            level, title = found
             path = [(lvl, name) for lvl, name in path if lvl < level]
             if title:
                 path.append((level, title))

@@ -151,7 +151,8 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
     ),
     HeaderRule("syslog_pri", r"<\d{1,3}>(?=\S)", "ctx"),
     # a log file name carrying its rotation date, before the timestamp: "api.log.1.2017-05-16_13:53:08 ..."
-    HeaderRule("logfile", r"[\w.-]*\.log(?:\.[\w:-]+)*(?=\s+\d{4}-\d{2}-\d{2})" + _END, "ctx"),
+    # (the lookahead finds ".log" once, then the name is taken whole: never re-split at each ".log")
+    HeaderRule("logfile", r"(?=[\w.-]*?\.log(?:\.|\s))[\w.:-]++(?=\s+\d{4}-\d{2}-\d{2})" + _END, "ctx"),
     # ISO-8601 and friends: 2015-10-18 18:01:47,978 / 2024-01-02T03:04:05.123Z / 2016-09-28 04:30:30,
     HeaderRule(
         "iso_datetime",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from incident_responder.models import Recommendation, RunbookChunk
+from incident_responder.text.markdown import atx_heading
 
 __all__ = ["SOURCE", "OfflineRecommender"]
 
@@ -133,9 +134,7 @@ _NON_COMMAND_LANGS = frozenset(
     {"text", "txt", "log", "logs", "output", "plaintext", "json", "yaml", "yml", "xml", "html", "diff", "csv"}
 )
 
-_HEADING_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
-_CLOSING_HASHES_RE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
-_FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+_FENCE_RE = re.compile(r"^[ \t]*+(`{3,}+|~{3,}+)(.*+)")
 _ITEM_RE = re.compile(r"^(\s*)(?:[-*+•]|\d{1,3}[.)])\s+(.*)$")
 _RULE_RE = re.compile(r"^\s{0,3}(?:(?:-\s*){3,}|(?:\*\s*){3,}|(?:_\s*){3,}|=+\s*)$")
 _QUOTE_RE = re.compile(r"^\s{0,3}(?:>\s?)+")
@@ -521,9 +520,9 @@ class _ChunkParser:
         if fence and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):  # ```x``` is inline code
             self._open_fence(fence.group(1), fence.group(2))
             return
-        heading = _HEADING_RE.match(line)
-        if heading:
-            self._heading(len(heading.group(1)), _CLOSING_HASHES_RE.sub("", heading.group(2) or ""))
+        found = atx_heading(line)
+        if found:
+            self._heading(*found)
             return
         if _RULE_RE.match(line) or _is_table_row(line):
             self._break()

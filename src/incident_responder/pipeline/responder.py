@@ -10,6 +10,7 @@ once those tickets are searchable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio.to_thread
+import numpy as np
 import structlog
 from opentelemetry.trace import Tracer
 
@@ -35,6 +37,7 @@ from incident_responder.models import (
 from incident_responder.observability.tracing import set_attributes, stage_span
 from incident_responder.pipeline.analyze import Analyzer, Recent
 from incident_responder.pipeline.batching import MicroBatcher
+from incident_responder.pipeline.caching import TenantVectors
 from incident_responder.pipeline.coalescing import Coalescer
 from incident_responder.pipeline.committing import Repeat, RepeatWriter, joined_result
 from incident_responder.pipeline.matching import MatchDecision
@@ -55,6 +58,11 @@ from incident_responder.repositories import IncidentRepository
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+# Text work (normalizing, parsing) on requests holding at most this many characters runs on the
+# event loop (~0.1 ms); more runs in worker threads in slices of at most _SLICE_CHARS (~10 ms).
+_INLINE_CHARS = 2_000
+_SLICE_CHARS = 64_000
 _TITLE_CHARS = 120
 _RECOMMEND_CONCURRENCY = 8
 # Reports decided (and new tickets opened) per group: bounds how long a group holds its
@@ -122,6 +130,7 @@ class Responder:
         batcher: MicroBatcher | None = None,
         group_commit: bool = True,
         recommendations: RecommendationCache | None = None,
+        vectors: TenantVectors | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -130,6 +139,7 @@ class Responder:
         self._catalog = catalog
         self._recommender = recommender
         self._recommendations = recommendations
+        self._vectors = vectors
         self._incidents = incidents
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -148,7 +158,45 @@ class Responder:
         finally:
             self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
 
-    async def _embed(self, texts: list[str]) -> Vector:
+    async def _in_slices(
+        self, stage: str, sizes: Sequence[int], work: Callable[[int, int], list[R]]
+    ) -> list[R]:
+        """``work(0, len(sizes))``: on the event loop when the items are small (a thread hop costs
+        more than the work), else in worker threads, one slice of items of at most
+        ``_SLICE_CHARS`` characters at a time, so that a large batch never holds the event loop."""
+        if sum(sizes) <= _INLINE_CHARS:
+            started = time.perf_counter()
+            out = work(0, len(sizes))
+            self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
+            return out
+        results: list[R] = []
+        start = 0
+        while start < len(sizes):
+            end, weight = start, 0
+            while end < len(sizes) and (end == start or weight + sizes[end] <= _SLICE_CHARS):
+                weight += sizes[end]
+                end += 1
+            results.extend(await self._run(stage, functools.partial(work, start, end)))
+            start = end
+        return results
+
+    async def _embed(self, tenant: str, texts: list[str]) -> Vector:
+        """The vectors of ``texts``: remembered ones from the tenant's cache, the others from the
+        model (in a micro-batch shared with concurrent requests, when there is a batcher)."""
+        cache = self._vectors
+        found: dict[str, Vector] = {}
+        if cache is not None:
+            found = await self._maybe_off_loop(cache.blocking, lambda: cache.known(tenant, texts))
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            fresh = await self._embed_model(missing)
+            new = {t: fresh[i] for i, t in enumerate(missing)}
+            if cache is not None:
+                await self._maybe_off_loop(cache.blocking, lambda: cache.remember(tenant, new))
+            found.update(new)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    async def _embed_model(self, texts: list[str]) -> Vector:
         if self._batcher is None:
             return await self._run("embed", lambda: self._embedder.embed(texts))
         started = time.perf_counter()
@@ -157,6 +205,10 @@ class Responder:
                 return await self._batcher.embed(texts)
             finally:
                 self._metrics.stage_seconds.labels("embed").observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _maybe_off_loop(blocking: bool, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn) if blocking else fn()
 
     async def handle(self, tenant: str, report: IncidentReport) -> IncidentResult:
         return (await self.handle_batch(tenant, [report]))[0]
@@ -171,23 +223,25 @@ class Responder:
         group commit), and the tickets the batch opens are written as one group.
         """
         started = time.perf_counter()
-        norms = [self._normalizer.normalize(r.log) for r in reports]
-        self._metrics.stage_seconds.labels("normalize").observe(time.perf_counter() - started)
+        norm = self._normalizer.normalize
+        norms = await self._in_slices(
+            "normalize", [len(r.log) for r in reports], lambda a, b: [norm(r.log) for r in reports[a:b]]
+        )
         known = await self._known_tickets(tenant, reports, norms)
         # Unknown reports may open tickets: their runbook query is embedded in the same model
         # batch as their dedup text (the same text for a plain log line: embedded once).
-        runbooks = self._catalog.has_runbooks(tenant)
-        texts = sorted(
-            {n.embed_text for n, k in zip(norms, known, strict=True) if k is None}
-            | {
-                query_text(r.log, n.embed_text)
-                for r, n, k in zip(reports, norms, known, strict=True)
-                if k is None and runbooks
-            }
-        )
+        unknown = [(r, n) for r, n, k in zip(reports, norms, known, strict=True) if k is None]
+        queries: list[str] = []
+        if unknown and self._catalog.has_runbooks(tenant):
+            queries = await self._in_slices(
+                "parse",
+                [len(r.log) for r, _ in unknown],
+                lambda a, b: [query_text(r.log, n.embed_text) for r, n in unknown[a:b]],
+            )
+        texts = sorted({n.embed_text for _, n in unknown} | set(queries))
         vectors: dict[str, Vector] = {}
         if texts:
-            embedded = await self._embed(texts)
+            embedded = await self._embed(tenant, texts)
             vectors = {t: embedded[i] for i, t in enumerate(texts)}
         entries = [
             _Entry(
@@ -256,7 +310,7 @@ class Responder:
                 self._analyzer.forget(tenant, report.service, entry.norm.fingerprint)
                 vector = entry.vector
                 if vector is None:
-                    vector = (await self._embed([entry.norm.embed_text]))[0]
+                    vector = (await self._embed(tenant, [entry.norm.embed_text]))[0]
                 again = _Entry(report, entry.norm, entry.incident_id, vector, None, entry.embedded)
                 return await (await self._decide(tenant, [again]))[0]
         except BackendUnavailable as exc:
@@ -292,7 +346,7 @@ class Responder:
         except NotFound:
             pass
         norm = self._normalizer.normalize(letter.report.log)
-        vector = (await self._run("embed", lambda: self._embedder.embed([norm.embed_text])))[0]
+        vector = (await self._embed(letter.tenant, [norm.embed_text]))[0]
         entry = _Entry(letter.report, norm, letter.incident_id, vector, None)
         result = await (await self._decide(letter.tenant, [entry]))[0]
         self._classified(letter.tenant, letter.report, result, time.perf_counter())

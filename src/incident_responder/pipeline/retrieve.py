@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from incident_responder.models import Runbook, RunbookChunk, RunbookHit
-from incident_responder.pipeline.chunking import split_front_matter
+from incident_responder.text.markdown import front_matter_title, split_front_matter
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
@@ -136,20 +136,22 @@ def normalize_name(name: str) -> str:
 
 _LOGFMT_RE = re.compile(r"""(?<![\w.\-])([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|'[^']*'|\S*)""")
 _TEXT_FIELD_RE = re.compile(r"^\s*-\s*([A-Za-z_][\w.\-]*)\s*=\s?(.*)$")
-_SAMBER_TAIL_RE = re.compile(r"\s*\bVALUE\s*=\s*.*?(?:\bLABELS\s*=\s*map\[[^\]]*\]?)?\s*$", re.DOTALL)
+# awesome-prometheus-alerts descriptions end in "VALUE = {{ $value }} LABELS = map[...]": dropped
+_VALUE_TAIL_RE = re.compile(r"\bVALUE\s*+=")
 _NOISE_RES = (
     re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|\s?[+-]\d{2}:?\d{2})?(?:\s+UTC)?"),
     re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b"),
     re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"),
     re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE),
     re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.IGNORECASE),
-    re.compile(r"^\s*\[(?:FIRING|RESOLVED)(?::\d+)?\][^\n]*$", re.MULTILINE),
+    re.compile(r"^[ \t]*+\[(?:FIRING|RESOLVED)(?::\d+)?\][^\n]*+$", re.MULTILINE),
 )
 _MEANING_KEYS = ("summary", "description", "message", "msg")
-_STATUS_LINE_RE = re.compile(r"^\s*\[(?:FIRING|RESOLVED)(?::\d+)?\](.*)$", re.MULTILINE | re.IGNORECASE)
+_STATUS_LINE_RE = re.compile(r"^[ \t]*+\[(?:FIRING|RESOLVED)(?::\d+)?\](.*+)$", re.MULTILINE | re.IGNORECASE)
 _STATUS_TAG_RE = re.compile(r"\[(?:FIRING|RESOLVED)(?::\d+)?\]", re.IGNORECASE)
 _CAMEL_IDENT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*[a-z0-9][A-Z][A-Za-z0-9_]*\b")
 _NAME_KEYS = ("alertname", "alert_name", "alert")
+_MAX_JSON_DEPTH = 16  # alert payloads nest a few levels; deeper structure is not read
 
 
 @dataclass(frozen=True)
@@ -173,22 +175,26 @@ def _unquote(value: str) -> str:
 
 
 def _strip_noise(text: str) -> str:
-    text = _SAMBER_TAIL_RE.sub("", text)
+    tail = _VALUE_TAIL_RE.search(text)
+    if tail is not None:
+        text = text[: tail.start()]
     for pattern in _NOISE_RES:
         text = pattern.sub(" ", text)
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
-def _walk_json(obj: Any, out: dict[str, str]) -> None:
+def _walk_json(obj: Any, out: dict[str, str], depth: int = 0) -> None:
+    if depth > _MAX_JSON_DEPTH:
+        return
     if isinstance(obj, dict):
         for key, value in obj.items():
             if isinstance(value, str | int | float) and not isinstance(value, bool):
                 out.setdefault(str(key).lower(), str(value))
             else:
-                _walk_json(value, out)
+                _walk_json(value, out, depth + 1)
     elif isinstance(obj, list):
         for item in obj[:5]:
-            _walk_json(item, out)
+            _walk_json(item, out, depth + 1)
 
 
 def _fields(log: str) -> dict[str, str]:
@@ -196,7 +202,7 @@ def _fields(log: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     stripped = log.strip()
     if stripped.startswith("{"):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # deep nesting: not an alert payload
             _walk_json(json.loads(stripped), fields)
     for line in log.splitlines():
         match = _TEXT_FIELD_RE.match(line)
@@ -265,10 +271,7 @@ class _Entry:
 def _runbook_names(runbook: Runbook) -> tuple[frozenset[str], str]:
     """Normalized alert-name keys of a runbook and the text of its name field."""
     front, _ = split_front_matter(runbook.content)
-    front_title = ""
-    match = re.search(r"^title[ \t]*[:=][ \t]*(.+?)[ \t]*$", front, re.MULTILINE)
-    if match:
-        front_title = match.group(1).strip().strip("\"'")
+    front_title = front_matter_title(front) or ""
     candidates = [runbook.id, runbook.title, front_title]
     # Ids such as "ocp-cluster-etcd-operator-etcdNoLeader" end in the alert name, and titles such
     # as "KubeletDown [Deprecated]" start with it; only CamelCase parts count (not "pressure").

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from incident_responder.errors import NotFound, VersionConflict
+from incident_responder.errors import LimitReached, NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
 from incident_responder.ports import (
@@ -81,16 +81,19 @@ class TicketDesk:
         back_off: Callable[[float], None] = full_jitter,
         on_conflict: Callable[[int], None] | None = None,
         occurrence_comments: int = MAX_OCCURRENCE_COMMENTS,
+        max_comments: int = 1_000,
     ) -> None:
         """``write_lock`` lets processes take turns updating a tenant's tickets (none: one
         process); ``back_off(cap)`` waits between compare-and-swap rounds (default: a random
         time up to ``cap``); ``on_conflict(n)`` hears of every round in which ``n`` ticket
         writes lost to another writer; ``occurrence_comments``: the newest occurrence
         comments a ticket keeps (a replay is recognized by its comment, so only within them;
-        a dead-letter replay first looks for the report's incident record)."""
+        a dead-letter replay first looks for the report's incident record); ``max_comments``:
+        the most comments people may add to one ticket."""
         if occurrence_comments < 1:
             raise ValueError("occurrence_comments must be at least 1")
         self._keep_comments = occurrence_comments
+        self._max_comments = max_comments
         self._write_lock = write_lock
         self._tickets = tickets
         self._pending = pending
@@ -258,7 +261,13 @@ class TicketDesk:
         return out
 
     def comment(self, tenant: str, ticket_id: str, author: str, body: str) -> Ticket:
+        """Add a person's comment; ``LimitReached`` once the ticket holds ``max_comments`` of them."""
+
         def change(ticket: Ticket) -> None:
+            if sum(c.kind == "comment" for c in ticket.comments) >= self._max_comments:
+                raise LimitReached(
+                    f"ticket {ticket_id} holds the most comments allowed ({self._max_comments})"
+                )
             ticket.comments.append(Comment(kind="comment", author=author, body=body))
 
         return self._mutate(tenant, ticket_id, change)

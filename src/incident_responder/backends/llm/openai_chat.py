@@ -96,8 +96,9 @@ _UNUSABLE = "llm answered unusable output"
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE_RE = re.compile(r"\s+")
-_FENCE_RE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-_CITATION_RE = re.compile(r"\s*\[runbook:[^\]]*\]\s*$", re.IGNORECASE)
+_FENCE_INFO_RE = re.compile(r"^```[a-zA-Z]*+[ \t]*+\n?")
+# A trailing "[runbook: id]" citation; searched only in the text's last bracket pair.
+_CITATION_RE = re.compile(r"\[runbook:[^][]*+\]", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class OpenAIChatRecommender:
         dropped = 0
         for raw in answer.steps:
             step = _valid(_Step, raw)
-            action = _clean(_CITATION_RE.sub("", step.action), _MAX_STEP_CHARS) if step else ""
+            action = _clean(_without_citation(step.action), _MAX_STEP_CHARS) if step else ""
             runbook_id = step.runbook_id.strip() if step else ""
             if not action or runbook_id not in rank:
                 dropped += 1
@@ -518,17 +519,31 @@ def _cut(text: str, limit: int) -> str:
 def _parse(content: str | None) -> _Answer | None:
     if not content or not content.strip():
         return None
-    text = content.strip()
-    fenced = _FENCE_RE.match(text)  # some local models wrap JSON in a Markdown fence anyway
-    if fenced:
-        text = fenced.group(1)
+    text = _unfenced(content.strip())  # some local models wrap JSON in a Markdown fence anyway
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
     return _valid(_Answer, data)
+
+
+def _unfenced(text: str) -> str:
+    """``text`` without a Markdown code fence around all of it (```json ... ```)."""
+    opener = _FENCE_INFO_RE.match(text)
+    if opener is None or not text.endswith("```") or len(text) < opener.end() + 3:
+        return text
+    return text[opener.end() : -3].strip()
+
+
+def _without_citation(action: str) -> str:
+    """A step without the "[runbook: id]" it ends with (the id is given separately)."""
+    text = action.rstrip()
+    start = text.rfind("[")
+    if start >= 0 and _CITATION_RE.fullmatch(text, start):
+        return text[:start].rstrip()
+    return action
 
 
 _M = TypeVar("_M", bound=BaseModel)
