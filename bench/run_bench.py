@@ -555,9 +555,8 @@ class Workloads:
             single_unique=unique(plan.single_unique, seed),
             batch_storm=storm(plan.batch_storm, seed + 1),
             batch_unique=unique(plan.batch_unique, seed + 1),
-            # Own texts per rate: with one workload for all rates, a later phase's one-offs
-            # were embedded already (the embedding cache is shared by tenants) and its
-            # latencies looked 3-4x better than a fresh storm's.
+            # Own texts per rate: a phase's one-offs must be new to the server, else its
+            # latencies read as a warm storm's (3-4x better than a fresh one's).
             rate_storms=tuple(storm(rate_n, seed + 2 + 100 * j) for j in range(len(plan.rates))),
         )
 

@@ -490,3 +490,12 @@ def test_normalize_is_fast() -> None:
     for line in lines:
         normalizer.normalize(line)
     assert (time.perf_counter() - started) / len(lines) < 0.002
+
+
+def test_the_token_memo_is_kept_per_scope() -> None:
+    normalizer = LogNormalizer()
+    first = normalizer.normalize("job 0x1f2e failed on node-7", "acme")
+    assert {scope for scope, _ in normalizer._token_cache} == {"acme"}
+    # Another tenant computes its own entries (the same result), never reading acme's.
+    assert normalizer.normalize("job 0x1f2e failed on node-7", "globex") == first
+    assert {scope for scope, _ in normalizer._token_cache} == {"acme", "globex"}

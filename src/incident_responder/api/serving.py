@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
@@ -186,11 +187,13 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def expose_metrics(settings: Settings, registry: CollectorRegistry) -> None:
+def expose_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
     """Serve ``registry`` on the separate metrics port, if one is configured (a daemon thread of
     prometheus-client's own server; /metrics on the API's port then answers 404)."""
-    if settings.metrics.port is not None:
-        start_http_server(settings.metrics.port, addr=settings.metrics.host, registry=registry)
+    if settings.metrics.port is None:
+        return None
+    server, _ = start_http_server(settings.metrics.port, addr=settings.metrics.host, registry=registry)
+    return server
 
 
 def run(app: Any, settings: Settings, **options: Any) -> None:

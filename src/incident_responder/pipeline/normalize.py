@@ -564,10 +564,13 @@ class LogNormalizer:
         self._hint_bit: dict[str, int] = {DIGIT: 1} | {h: 2 << i for i, h in enumerate(hints)}
         self._hint_bits = tuple((bit, h) for h, bit in self._hint_bit.items() if h != DIGIT)
         self._token_rx: dict[int, tuple[re.Pattern[str], dict[str, str]] | None] = {}
-        self._token_cache: dict[str, str] = {}
+        # keyed by (scope, token): callers pass the tenant as scope, so that the speed of one
+        # tenant's normalization never depends on what another tenant sent
+        self._token_cache: dict[tuple[str, str], str] = {}
 
     # ----------------------------------------------------------------- public
-    def normalize(self, log: str) -> NormalizedLog:
+    def normalize(self, log: str, scope: str = "") -> NormalizedLog:
+        """``log`` reduced to message, template and fingerprint (``scope``: whose memo it uses)."""
         messages: list[str] = []
         templates: list[str] = []
         for raw in log.splitlines()[:MAX_LINES]:
@@ -579,7 +582,7 @@ class LogNormalizer:
                 continue
             message = self.strip_header(line)
             messages.append(message)
-            templates.append(self.mask(message))
+            templates.append(self.mask(message, scope))
         message = "\n".join(messages)
         template = "\n".join(templates)
         erased = erase_kinds(template)
@@ -611,7 +614,7 @@ class LogNormalizer:
         # A line that is header only (a bare timestamp, a lone level) keeps its text.
         return message if message else line
 
-    def mask(self, message: str) -> str:
+    def mask(self, message: str, scope: str = "") -> str:
         """The message with its variable parts replaced by placeholders."""
         text = message
         lower = text.lower()
@@ -626,14 +629,14 @@ class LogNormalizer:
             if not tok.strip(_WORD_PUNCT).isalpha():
                 if tok.isdigit():
                     masked = "<num>"
-                elif (hit := cache.get(tok)) is not None:
+                elif (hit := cache.get((scope, tok))) is not None:
                     masked = hit
                 else:
                     masked = self._mask_token(tok)
                     if len(tok) <= _TOKEN_CACHE_LEN:
                         if len(cache) >= _TOKEN_CACHE_MAX:
                             cache.clear()
-                        cache[tok] = masked
+                        cache[(scope, tok)] = masked
                 if masked == prev and "<" in masked:
                     continue  # "@<hex> @<hex> @<hex>": a run of one variable token is one value
                 tok = masked

@@ -225,7 +225,9 @@ class Responder:
         started = time.perf_counter()
         norm = self._normalizer.normalize
         norms = await self._in_slices(
-            "normalize", [len(r.log) for r in reports], lambda a, b: [norm(r.log) for r in reports[a:b]]
+            "normalize",
+            [len(r.log) for r in reports],
+            lambda a, b: [norm(r.log, tenant) for r in reports[a:b]],
         )
         known = await self._known_tickets(tenant, reports, norms)
         # Unknown reports may open tickets: their runbook query is embedded in the same model
@@ -345,7 +347,7 @@ class Responder:
             return await self._run("store", lambda: self._incidents.get(letter.tenant, letter.incident_id))
         except NotFound:
             pass
-        norm = self._normalizer.normalize(letter.report.log)
+        norm = self._normalizer.normalize(letter.report.log, letter.tenant)
         vector = (await self._embed(letter.tenant, [norm.embed_text]))[0]
         entry = _Entry(letter.report, norm, letter.incident_id, vector, None)
         result = await (await self._decide(letter.tenant, [entry]))[0]

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from incident_responder.api.bodies import validated_items
 from incident_responder.api.deps import ServicesDep, TenantDep
 from incident_responder.api.schemas import ERROR_RESPONSES, BatchIn, BatchOut, IncidentIn
 from incident_responder.errors import InvalidInput
@@ -51,25 +52,33 @@ async def report_incident(
     return JSONResponse(payload, status_code=status)
 
 
-@router.post("/batch", status_code=200, response_model=BatchOut)
+def _batch_body() -> dict[str, Any]:
+    """The batch request body as the OpenAPI schema shows it (the route reads it itself)."""
+    schema = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post("/batch", status_code=200, response_model=BatchOut, openapi_extra=_batch_body())
 async def report_batch(
-    body: BatchIn,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
-    if len(body.incidents) > services.settings.max_batch:
+    raw = await request.body()
+    incidents = await validated_items(
+        raw, request.headers.get("content-type"), "incidents", IncidentIn, allowed={}
+    )
+    if len(incidents) > services.settings.max_batch:
         raise InvalidInput(f"incidents: at most {services.settings.max_batch} per batch")
-    _check_lengths(services, body.incidents)
+    _check_lengths(services, incidents)
 
     async def handle() -> tuple[int, dict[str, Any]]:
-        results = await services.responder.handle_batch(tenant, [i.to_report() for i in body.incidents])
+        results = await services.responder.handle_batch(tenant, [i.to_report() for i in incidents])
         return 200, {"results": [r.model_dump(mode="json") for r in results]}
 
-    status, payload = await request.app.state.idempotency.run(
-        tenant, idempotency_key, "batch", await request.body(), handle
-    )
+    status, payload = await request.app.state.idempotency.run(tenant, idempotency_key, "batch", raw, handle)
     return JSONResponse(payload, status_code=status)
 
 
