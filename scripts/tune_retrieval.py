@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure and tune runbook retrieval (pipeline.retrieve.RunbookLibrary) on the dev split.
+"""Measure and tune runbook retrieval (pipeline.runbook_index.RunbookIndex) on the dev split.
 
     .venv/bin/python scripts/tune_retrieval.py [--data /work/shared/eval-dev] [--sweep]
 
@@ -42,7 +42,7 @@ from incident_responder.pipeline.chunking import (  # noqa: E402
     embedding_text,
     runbook_title,
 )
-from incident_responder.pipeline.retrieve import RunbookLibrary  # noqa: E402
+from incident_responder.pipeline.runbook_index import RunbookIndex  # noqa: E402
 
 CACHE_DIR = Path("/tmp/ir-tune-cache")
 VARIANTS = ("am_logfmt", "am_text_noname", "samber")
@@ -159,7 +159,7 @@ def chunk_text(runbook: Runbook, chunk: RunbookChunk, style: str) -> str:
 
 def load_library(
     data: Path, embedder: CachedEmbedder, max_chars: int, style: str = "heading", **params: Any
-) -> tuple[RunbookLibrary, list[tuple[Runbook, list[RunbookChunk], np.ndarray]]]:
+) -> tuple[RunbookIndex, list[tuple[Runbook, list[RunbookChunk], np.ndarray]]]:
     items = []
     for path in sorted((data / "runbooks").glob("*.md")):
         content = path.read_text(encoding="utf-8")
@@ -168,13 +168,13 @@ def load_library(
         vectors = embedder.embed([chunk_text(runbook, c, style) for c in chunks])
         items.append((runbook, chunks, vectors))
     embedder.save()
-    lib = RunbookLibrary(**params)
+    lib = RunbookIndex(**params)
     for runbook, chunks, vectors in items:
         lib.put(runbook, chunks, vectors)
     return lib, items
 
 
-def evaluate(lib: RunbookLibrary, queries: list[Query], top_k: int = 10) -> dict[str, dict[str, float]]:
+def evaluate(lib: RunbookIndex, queries: list[Query], top_k: int = 10) -> dict[str, dict[str, float]]:
     rows = []
     for q in queries:
         ranked = [hit.id for hit, _ in lib.search(q.log, q.vector, top_k=top_k)]
@@ -183,14 +183,14 @@ def evaluate(lib: RunbookLibrary, queries: list[Query], top_k: int = 10) -> dict
 
 
 def negatives_returned(
-    lib: RunbookLibrary, negatives: list[tuple[str, np.ndarray]], top_k: int = 5
+    lib: RunbookIndex, negatives: list[tuple[str, np.ndarray]], top_k: int = 5
 ) -> tuple[float, float]:
     """Mean number of runbooks returned for irrelevant logs, and the share that get none."""
     counts = [len(lib.search(log, vec, top_k=top_k)) for log, vec in negatives]
     return mean(counts), mean(1.0 if c == 0 else 0.0 for c in counts)
 
 
-def score_stats(lib: RunbookLibrary, queries: list[Query], negatives: list[tuple[str, np.ndarray]]) -> str:
+def score_stats(lib: RunbookIndex, queries: list[Query], negatives: list[tuple[str, np.ndarray]]) -> str:
     saved = lib.min_score
     lib.min_score = 0.0
     correct: list[float] = []
@@ -224,7 +224,7 @@ def score_stats(lib: RunbookLibrary, queries: list[Query], negatives: list[tuple
     )
 
 
-def with_params(lib: RunbookLibrary, **params: Any) -> RunbookLibrary:
+def with_params(lib: RunbookIndex, **params: Any) -> RunbookIndex:
     """Change fusion parameters in place (tuning only; index parameters need a rebuild)."""
     for key, value in params.items():
         if not hasattr(lib, key):
@@ -234,7 +234,7 @@ def with_params(lib: RunbookLibrary, **params: Any) -> RunbookLibrary:
 
 
 def coordinate_sweep(
-    lib: RunbookLibrary,
+    lib: RunbookIndex,
     queries: list[Query],
     grid: dict[str, Sequence[Any]],
     key: Callable[[dict[str, dict[str, float]]], float],

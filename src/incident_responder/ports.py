@@ -103,6 +103,10 @@ class VectorIndex(Protocol):
         """Whether a point with this id is stored."""
         ...
 
+    def count(self, where: VectorFilter) -> int:
+        """How many points satisfy ``where`` (exactly)."""
+        ...
+
     def close(self) -> None:
         """Flush and release the index."""
         ...
@@ -203,6 +207,24 @@ class IdempotencyStore(Protocol):
 
     def sweep(self, tenant: str) -> int:
         """Forget the tenant's expired records and its oldest beyond the store's cap; how many."""
+        ...
+
+
+class VectorCache(Protocol):
+    """Remembered embeddings by key: in this process (an LRU) or shared by replicas (Redis).
+    A cache never fails a caller: a store that cannot answer answers a miss."""
+
+    @property
+    def blocking(self) -> bool:
+        """True if calls wait on the network: make them off the event loop."""
+        ...
+
+    def get(self, key: str) -> Vector | None:
+        """The vector stored under ``key``, or None."""
+        ...
+
+    def put(self, key: str, value: Vector) -> None:
+        """Remember ``value`` under ``key`` (it may be evicted or expire later)."""
         ...
 
 

@@ -6,24 +6,21 @@ Layout (identical on local disk and S3)::
     <tenant>/incidents/<incident_id>.json
     <tenant>/runbooks/<runbook_id>.json
     <tenant>/pending/group-<ticket_id>.json   intent marker of new tickets whose vectors may be missing
-    <tenant>/idempotency/<sha256(key)>.json
-    <tenant>/idempotency-log/<created ms>-<sha256(key)>.json   the records in time order (empty)
+    <tenant>/idempotency/...                  Idempotency-Key records (backends/idempotency/objects.py)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
 
 from pydantic import BaseModel
 
 from incident_responder.errors import InvalidInput, NotFound, VersionConflict
-from incident_responder.models import IdempotencyRecord, IncidentResult, Runbook, Ticket, TicketStatus, utcnow
-from incident_responder.pipeline.caching import LruCache
+from incident_responder.lru import LruCache
+from incident_responder.models import IncidentResult, Runbook, Ticket, TicketStatus, utcnow
 from incident_responder.ports import ObjectStore, ObjectWrite
 
 PAGE_SCAN = 1_000  # stored tickets one listing request reads at most
@@ -37,22 +34,23 @@ def _dump(model: BaseModel) -> bytes:
 class TicketRepository:
     """Tickets as JSON objects, compare-and-swap on the store's version.
 
-    Parsed tickets the ticket desk has finished with are kept (``keep``, LRU, up to
-    ``cache_size``): the next ``get`` of that ticket still reads the stored bytes, and hands
-    the kept object over, unparsed, only if their version is the one it was kept with (any
-    other writer, in this process or another, changes the version). An alert storm rewrites
-    the same few tickets in every group commit; parsing them was a fifth of the time the
-    repeat path holds the GIL. ``get`` hands the object over: nobody else is given it until
-    it is kept again.
+    Parsed tickets the ticket desk has finished with are kept (``keep``, in ``cache``): the
+    next ``get`` of that ticket still reads the stored bytes, and hands the kept object over,
+    unparsed, only if their version is the one it was kept with (any other writer, in this
+    process or another, changes the version): a storm rewrites the same few tickets, and
+    parsing them is costly. ``get`` hands the object over: nobody else is given it until it
+    is kept again.
     """
 
     def __init__(
-        self, objects: ObjectStore, *, cache_size: int = 0, on_lookup: Callable[[bool], None] | None = None
+        self,
+        objects: ObjectStore,
+        *,
+        cache: LruCache[tuple[str, str], tuple[str, Ticket]] | None = None,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._objects = objects
-        self._kept: LruCache[tuple[str, str], tuple[str, Ticket]] | None = (
-            LruCache(cache_size) if cache_size else None
-        )
+        self._kept = cache
         self._on_lookup = on_lookup
 
     @staticmethod
@@ -278,75 +276,6 @@ class PendingMarkers:
             if found is not None:
                 out.append((key, [str(t) for t in json.loads(found.data)["ticket_ids"]]))
         return out
-
-
-class IdempotencyRepository:
-    """Idempotency records over the ObjectStore, expired after ``ttl_seconds`` and at most
-    ``max_records`` per tenant (past that the oldest are forgotten early).
-
-    Each record has a log entry named by its creation time, so that :meth:`sweep` finds the
-    expired and excess records by listing the log alone (no read of every record)."""
-
-    def __init__(
-        self,
-        objects: ObjectStore,
-        ttl_seconds: float,
-        *,
-        max_records: int = 10_000,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self._objects = objects
-        self._ttl = ttl_seconds
-        self._max = max_records
-        self._clock = clock
-
-    @staticmethod
-    def _key(tenant: str, digest: str) -> str:
-        return f"{tenant}/idempotency/{digest}.json"
-
-    @staticmethod
-    def _digest(key: str) -> str:
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-    @staticmethod
-    def _millis(moment: datetime) -> int:
-        return int(moment.timestamp() * 1000)
-
-    def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
-        found = self._objects.get(self._key(tenant, self._digest(key)))
-        if found is None:
-            return None
-        record = IdempotencyRecord.model_validate_json(found.data)
-        if (self._clock() - record.created_at).total_seconds() > self._ttl:
-            return None
-        return record
-
-    def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
-        digest = self._digest(key)
-        entry = f"{tenant}/idempotency-log/{self._millis(record.created_at):013d}-{digest}.json"
-        self._objects.put_many(
-            [ObjectWrite(self._key(tenant, digest), _dump(record)), ObjectWrite(entry, b"{}")]
-        )
-
-    def sweep(self, tenant: str) -> int:
-        """Delete the tenant's expired records and its oldest beyond ``max_records``; returns how
-        many log entries went. A record written again since its entry stays (it has a newer one)."""
-        entries = self._objects.list_keys(f"{tenant}/idempotency-log/")
-        cutoff = self._millis(self._clock()) - int(self._ttl * 1000)
-        excess = len(entries) - self._max
-        removed = 0
-        for position, entry in enumerate(entries):
-            created, _, digest = entry.rsplit("/", 1)[1].removesuffix(".json").partition("-")
-            if int(created) >= cutoff and position >= excess:
-                break  # entries are in time order: the rest are live and within the cap
-            found = self._objects.get(self._key(tenant, digest))
-            if found is not None:
-                stored = IdempotencyRecord.model_validate_json(found.data)
-                if self._millis(stored.created_at) == int(created):
-                    self._objects.delete(self._key(tenant, digest))
-            self._objects.delete(entry)
-            removed += 1
-        return removed
 
 
 def _safe_id(value: str) -> bool:

@@ -11,11 +11,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incident_responder.errors import ConfigError
-from incident_responder.observability.costs import PriceTable
 
 _SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -346,6 +345,23 @@ class TracingSettings(BaseModel):
     )
     exporter: Literal["otlp", "console", "none"] = Field("otlp", description="where spans go")
     service_name: str = Field("incident-responder", description="service.name resource attribute")
+
+
+class PriceTable(BaseModel):
+    """Unit prices in US dollars."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm_input_per_million: float = Field(0.15, ge=0.0, description="$ per 1M LLM prompt tokens")
+    llm_output_per_million: float = Field(0.60, ge=0.0, description="$ per 1M LLM completion tokens")
+    vector_query_per_thousand: float = Field(
+        1.0, ge=0.0, description="$ per 1,000 vector reads (remote vector kinds only, e.g. pinecone)"
+    )
+    vector_write_per_thousand: float = Field(
+        0.004, ge=0.0, description="$ per 1,000 vector writes: upsert/update/delete (remote kinds only)"
+    )
+    s3_put_per_thousand: float = Field(0.005, ge=0.0, description="$ per 1,000 S3 PUT/LIST requests")
+    s3_get_per_thousand: float = Field(0.0004, ge=0.0, description="$ per 1,000 S3 GET/HEAD requests")
 
 
 class Settings(BaseSettings):

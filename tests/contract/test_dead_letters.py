@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from incident_responder.backends.queues.sqs import SqsDeadLetters
+from incident_responder.backends.dead_letters.sqlite import SqliteDeadLetters
+from incident_responder.backends.dead_letters.sqs import SqsDeadLetters
 from incident_responder.models import IncidentReport
 from incident_responder.ports import DeadLetterQueue
-from incident_responder.reliability.dead_letters import SqliteDeadLetters
 from tests.s3_servers import S3Server
 
 Factory = Callable[[], DeadLetterQueue]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from incident_responder.backends.idempotency.objects import ObjectIdempotencyStore
+from incident_responder.backends.idempotency.redis import RedisIdempotencyStore
 from incident_responder.backends.objects.local import LocalObjectStore
-from incident_responder.backends.redis.coordination import RedisIdempotencyRepository
 from incident_responder.models import IdempotencyRecord, utcnow
 from incident_responder.ports import IdempotencyStore
-from incident_responder.repositories import IdempotencyRepository
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TTL = 3600.0
@@ -31,10 +31,10 @@ class Clock:
 @pytest.fixture(params=["objects", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IdempotencyStore]:
     if request.param == "objects":
-        yield IdempotencyRepository(LocalObjectStore(tmp_path / "objects"), TTL, max_records=3)
+        yield ObjectIdempotencyStore(LocalObjectStore(tmp_path / "objects"), TTL, max_records=3)
         return
     client = redis.Redis.from_url(REDIS_URL)
-    yield RedisIdempotencyRepository(client, TTL, max_records=3, prefix=f"ir:test-idem:{uuid.uuid4().hex}:")
+    yield RedisIdempotencyStore(client, TTL, max_records=3, prefix=f"ir:test-idem:{uuid.uuid4().hex}:")
     client.close()
 
 
@@ -66,7 +66,7 @@ def test_a_tenant_keeps_at_most_the_cap_newest_first(store: IdempotencyStore) ->
 def test_expired_records_are_swept_from_the_object_store(tmp_path: Path) -> None:
     objects = LocalObjectStore(tmp_path / "objects")
     clock = Clock()
-    store = IdempotencyRepository(objects, TTL, max_records=100, clock=clock)
+    store = ObjectIdempotencyStore(objects, TTL, max_records=100, clock=clock)
     old = clock.now - timedelta(seconds=2 * TTL)
     store.put("acme", "old", _record(1, old))
     store.put("acme", "again", _record(2, old))
@@ -74,7 +74,7 @@ def test_expired_records_are_swept_from_the_object_store(tmp_path: Path) -> None
     store.put("acme", "new", _record(4, clock.now))
     assert store.get("acme", "old") is None  # expired records are never answered
     assert store.sweep("acme") == 2
-    assert objects.get("acme/idempotency/" + IdempotencyRepository._digest("old") + ".json") is None
+    assert objects.get("acme/idempotency/" + ObjectIdempotencyStore._digest("old") + ".json") is None
     again = store.get("acme", "again")
     assert again is not None and again.body == {"n": 3}
     assert store.get("acme", "new") is not None

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from incident_responder.api import serving
 from incident_responder.api.app import create_app
 from incident_responder.container import Services
-from incident_responder.metrics import Metrics
+from incident_responder.observability.metrics import Metrics
 from incident_responder.settings import Settings
 from tests.conftest import ACME, MakeClient
 from tests.s3_servers import free_port

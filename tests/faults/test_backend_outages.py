@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from incident_responder.api.app import create_app
-from incident_responder.backends import build_backends
+from incident_responder.backends import build_backends, build_object_store, build_vector_index
 from incident_responder.container import Services, build_services
 from incident_responder.settings import Settings
 from tests.conftest import ACME
@@ -45,10 +45,13 @@ async def rig(make_settings: Callable[..., Settings], embedder: Any) -> AsyncIte
             "dlq_replay_interval": 0.05,
         }
     )
-    real = build_backends(settings, embedder=embedder)
     store, index = Switch(), Switch()
-    real.objects = FlakyStore(real.objects, store)
-    real.index = FlakyIndex(real.index, index)
+    real = build_backends(
+        settings,
+        embedder=embedder,
+        objects=FlakyStore(build_object_store(settings.tickets, settings.data_dir), store),
+        index=FlakyIndex(build_vector_index(settings.vector, settings.data_dir, embedder.dim), index),
+    )
     services = build_services(settings, backends=real)
     app = create_app(settings, services=services)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
@@ -107,7 +110,7 @@ async def test_outage_mid_stream_then_replay(rig: Rig, which: str) -> None:
         assert all(accepted[i]["match"]["method"] == "fingerprint" for i in applied_anyway)
     else:
         assert set(range(10, 22)) <= set(queued)
-    assert rig.services.dead_letters.depth() == len(queued)
+    assert rig.services.backends.dead_letters.depth() == len(queued)
 
     await asyncio.sleep(0.65)  # past the breaker's reset timeout
     applied, waiting = await rig.services.replay_dead_letters()
@@ -115,7 +118,7 @@ async def test_outage_mid_stream_then_replay(rig: Rig, which: str) -> None:
     await _assert_each_applied_once(rig, accepted)
 
     # Replaying again applies nothing twice.
-    for letter in rig.services.dead_letters.pending(1000):
+    for letter in rig.services.backends.dead_letters.pending(1000):
         raise AssertionError(f"still pending: {letter}")
     assert (await rig.services.replay_dead_letters()) == (0, 0)
 
@@ -183,9 +186,12 @@ async def test_automatic_replay_when_backend_returns(
     settings = make_settings(
         reliability={"retry_attempts": 1, "breaker_reset_timeout": 0.1, "dlq_replay_interval": 0.05}
     )
-    real = build_backends(settings, embedder=embedder)
     switch = Switch(down=True)
-    real.index = FlakyIndex(real.index, switch)
+    real = build_backends(
+        settings,
+        embedder=embedder,
+        index=FlakyIndex(build_vector_index(settings.vector, settings.data_dir, embedder.dim), switch),
+    )
     services = build_services(settings, backends=real)
     app = create_app(settings, services=services)
     async with (
@@ -222,9 +228,12 @@ async def test_sqs_dead_letters_end_to_end(
         dead_letters={"kind": "sqs", "queue_url": url, "endpoint_url": moto_s3.endpoint_url,
                       "access_key_id": "testing", "secret_access_key": "testing"},
     )  # fmt: skip
-    real = build_backends(settings, embedder=embedder)
     switch = Switch(down=True)
-    real.index = FlakyIndex(real.index, switch)
+    real = build_backends(
+        settings,
+        embedder=embedder,
+        index=FlakyIndex(build_vector_index(settings.vector, settings.data_dir, embedder.dim), switch),
+    )
     services = build_services(settings, backends=real)
     try:
         app = create_app(settings, services=services)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from incident_responder.backends import build_backends
+from incident_responder.backends import build_backends, build_object_store
 from incident_responder.container import Services, build_services
 from incident_responder.models import Comment, IncidentReport, Ticket
 from incident_responder.pipeline.ticketing import MAX_OCCURRENCE_COMMENTS
@@ -86,13 +86,15 @@ async def test_store_down_during_group_commit_queues_and_replay_counts_once(
     make_settings: Callable[..., Settings], embedder: Embedder
 ) -> None:
     settings = make_settings(reliability={"retry_attempts": 1})
-    backends = build_backends(settings, embedder=embedder)
     # A group that fails half-way: its ticket write lands, the incident records after it do
     # not (a disk that fills up between the renames).
     faulty = GroupWritesDown(
-        backends.objects, lambda w: "/incidents/" in w.key, "writing incident records", partial=True
+        build_object_store(settings.tickets, settings.data_dir),
+        lambda w: "/incidents/" in w.key,
+        "writing incident records",
+        partial=True,
     )
-    backends.objects = faulty
+    backends = build_backends(settings, embedder=embedder, objects=faulty)
     services = build_services(settings, backends=backends)
     try:
         first = await services.responder.handle("acme", _report(0))

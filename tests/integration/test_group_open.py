@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from incident_responder.backends import build_backends
+from incident_responder.backends import build_backends, build_object_store, build_vector_index
 from incident_responder.container import Services, build_services
 from incident_responder.errors import BackendUnavailable
 from incident_responder.ids import new_incident_id, new_ticket_id
 from incident_responder.models import IncidentReport
-from incident_responder.pipeline.ticketing import Draft, Report
+from incident_responder.pipeline.ticketing import Draft, Occurrence
 from incident_responder.ports import Embedder, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, GroupWritesDown, crash
@@ -129,11 +129,13 @@ async def test_store_down_while_opening_queues_the_group_and_replay_opens_it_onc
     make_settings: Callable[..., Settings], embedder: Embedder
 ) -> None:
     settings = make_settings(reliability={"retry_attempts": 1})
-    backends = build_backends(settings, embedder=embedder)
     faulty = GroupWritesDown(
-        backends.objects, lambda w: "/tickets/" in w.key and w.if_absent, "creating tickets", partial=True
+        build_object_store(settings.tickets, settings.data_dir),
+        lambda w: "/tickets/" in w.key and w.if_absent,
+        "creating tickets",
+        partial=True,
     )
-    backends.objects = faulty
+    backends = build_backends(settings, embedder=embedder, objects=faulty)
     services = build_services(settings, backends=backends)
     try:
         faulty.down = True
@@ -162,11 +164,14 @@ async def test_a_group_that_failed_after_its_tickets_landed_is_retried_to_the_en
     # The disk fails once between the tickets' renames and the records': the store's retry
     # finds the tickets there already (its own, byte for byte) and writes what follows them.
     settings = make_settings(reliability={"retry_attempts": 2})
-    backends = build_backends(settings, embedder=embedder)
     faulty = GroupWritesDown(
-        backends.objects, lambda w: "/incidents/" in w.key, "writing records", partial=True, once=True
+        build_object_store(settings.tickets, settings.data_dir),
+        lambda w: "/incidents/" in w.key,
+        "writing records",
+        partial=True,
+        once=True,
     )
-    backends.objects = faulty
+    backends = build_backends(settings, embedder=embedder, objects=faulty)
     services = build_services(settings, backends=backends)
     try:
         faulty.down = True
@@ -200,9 +205,8 @@ async def test_a_failed_vector_upsert_after_tickets_and_records_landed_is_made_w
     make_settings: Callable[..., Settings], embedder: Embedder
 ) -> None:
     settings = make_settings(reliability={"retry_attempts": 1})
-    backends = build_backends(settings, embedder=embedder)
-    index = UpsertsDown(backends.index)
-    backends.index = index
+    index = UpsertsDown(build_vector_index(settings.vector, settings.data_dir, embedder.dim))
+    backends = build_backends(settings, embedder=embedder, index=index)
     services = build_services(settings, backends=backends)
     try:
         index.down = True
@@ -233,7 +237,9 @@ async def test_crash_inside_a_group_open_is_repaired_at_startup(
         report = _report(kind, n)
         norm = services.responder._normalizer.normalize(report.log)
         vector = services.backends.embedder.embed([norm.embed_text])[0]
-        rep = Report(new_incident_id(), report.log, norm.fingerprint, norm.template, norm.embed_text, vector)
+        rep = Occurrence(
+            new_incident_id(), report.log, norm.fingerprint, norm.template, norm.embed_text, vector
+        )
         drafts.append(Draft(kind, new_ticket_id(), kind, None, {}, [rep]))
     with pytest.raises(Boom):
         services.desk.open_many("acme", drafts, before_vector=crash)

@@ -12,13 +12,17 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
-from incident_responder.backends.llm.fallback import FallbackRecommender
-from incident_responder.backends.llm.openai_chat import OpenAIChatRecommender, TokenUsage, make_openai_client
+from incident_responder.backends.recommenders.fallback import FallbackRecommender
+from incident_responder.backends.recommenders.offline import SOURCE as OFFLINE
+from incident_responder.backends.recommenders.offline import OfflineRecommender
+from incident_responder.backends.recommenders.openai_chat import (
+    OpenAIChatRecommender,
+    TokenUsage,
+    make_openai_client,
+)
 from incident_responder.errors import BackendError, BackendUnavailable, ConfigError
 from incident_responder.models import Runbook, RunbookChunk
 from incident_responder.pipeline.chunking import chunk_runbook
-from incident_responder.pipeline.recommend import SOURCE as OFFLINE
-from incident_responder.pipeline.recommend import OfflineRecommender
 from incident_responder.ports import Recommender
 from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log
 from tests.openai_fake import FakeOpenAI, Reply, answer, completion, error, serve

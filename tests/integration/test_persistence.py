@@ -17,7 +17,7 @@ import pytest
 from incident_responder.container import Services
 from incident_responder.ids import new_ticket_id
 from incident_responder.models import IncidentReport
-from incident_responder.pipeline.ticketing import Draft, Report, incident_point_id
+from incident_responder.pipeline.ticketing import Draft, Occurrence, incident_point_id
 from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, crash
@@ -58,7 +58,11 @@ async def test_crash_between_ticket_and_vector_is_repaired_at_startup(
                     "t",
                     None,
                     {},
-                    [Report("inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector)],
+                    [
+                        Occurrence(
+                            "inc_x", db_log(1), norm.fingerprint, norm.template, norm.embed_text, vector
+                        )
+                    ],
                 )
             ],
             before_vector=crash,

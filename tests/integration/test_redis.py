@@ -11,7 +11,9 @@ import pytest
 import redis
 
 from incident_responder.api.app import create_app
-from incident_responder.backends.redis.coordination import RedisIdempotencyRepository, RedisLocks
+from incident_responder.backends.idempotency.redis import RedisIdempotencyStore
+from incident_responder.backends.locks.redis import RedisLocks
+from incident_responder.backends.redis_client import key_name
 from incident_responder.container import Services
 from incident_responder.errors import BackendUnavailable
 from incident_responder.models import IdempotencyRecord, utcnow
@@ -69,7 +71,7 @@ async def test_lock_on_unreachable_redis_is_backend_unavailable() -> None:
 
 def test_idempotency_records_expire(db_url: str) -> None:
     client = redis.Redis.from_url(db_url)
-    repo = RedisIdempotencyRepository(client, ttl_seconds=1, prefix=f"ir:t:{uuid.uuid4().hex}:")
+    repo = RedisIdempotencyStore(client, ttl_seconds=1, prefix=f"ir:t:{uuid.uuid4().hex}:")
     rec = IdempotencyRecord(request_hash="h", status_code=201, body={"a": 1}, created_at=utcnow())
     repo.put("acme", "k", rec)
     assert repo.get("acme", "k") == rec
@@ -144,7 +146,7 @@ async def test_redis_down_queues_instead_of_losing(
 def test_embedding_cache_is_shared_and_never_fails(db_url: str) -> None:
     import numpy as np
 
-    from incident_responder.backends.redis.coordination import RedisVectorCache
+    from incident_responder.backends.caches.redis import RedisVectorCache
 
     seen: list[bool] = []
     with redis.Redis.from_url(db_url) as client:
@@ -181,13 +183,12 @@ async def test_a_lock_held_longer_than_its_timeout_is_renewed(db_url: str) -> No
 
 
 async def test_a_dead_holders_lock_still_expires(db_url: str) -> None:
-    from incident_responder.backends.redis.coordination import _name
 
     client = redis.Redis.from_url(db_url)
     prefix = f"ir:test:{uuid.uuid4().hex}:"
     try:
         # A holder that died: its key is there with its expiry, and nobody renews it.
-        client.set(_name(prefix, ("acme", "payments")), "dead-holder", px=400)
+        client.set(key_name(prefix, ("acme", "payments")), "dead-holder", px=400)
         locks = RedisLocks(client, prefix=prefix, timeout=5, blocking_timeout=2)
         started = asyncio.get_running_loop().time()
         async with locks.hold("acme", "payments"):
@@ -200,15 +201,13 @@ async def test_a_dead_holders_lock_still_expires(db_url: str) -> None:
 async def test_a_lock_lost_while_held_is_reported_not_raised(db_url: str) -> None:
     from structlog.testing import capture_logs
 
-    from incident_responder.backends.redis.coordination import _name
-
     client = redis.Redis.from_url(db_url)
     prefix = f"ir:test:{uuid.uuid4().hex}:"
     locks = RedisLocks(client, prefix=prefix, timeout=0.6)
     try:
         with capture_logs() as events:
             async with locks.hold("acme", "payments"):
-                client.delete(_name(prefix, ("acme", "payments")))  # e.g. evicted, or Redis restarted
+                client.delete(key_name(prefix, ("acme", "payments")))  # e.g. evicted, or Redis restarted
                 await asyncio.sleep(0.4)  # the renewer finds it gone
         assert {"redis.lock_lost", "redis.lock_expired_before_release"} <= {e["event"] for e in events}
     finally:

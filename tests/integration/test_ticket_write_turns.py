@@ -16,12 +16,12 @@ import pytest
 import redis
 import structlog
 
+from incident_responder.backends.locks.redis import RedisWriteLock
 from incident_responder.backends.objects.local import LocalObjectStore
-from incident_responder.backends.redis.coordination import RedisWriteLock
 from incident_responder.errors import VersionConflict
 from incident_responder.models import Signature, Ticket
 from incident_responder.pipeline import ticketing
-from incident_responder.pipeline.ticketing import Report, TicketDesk, full_jitter
+from incident_responder.pipeline.ticketing import Occurrence, TicketDesk, full_jitter
 from incident_responder.ports import ObjectStore, ObjectWrite, WriteLock
 from incident_responder.repositories import PendingMarkers, TicketRepository
 from tests.faults.flaky import FlakyStore, Switch
@@ -81,8 +81,8 @@ def _open_ticket(objects: ObjectStore) -> str:
     return ticket.ticket_id
 
 
-def _report(n: str) -> Report:
-    return Report(
+def _report(n: str) -> Occurrence:
+    return Occurrence(
         incident_id=f"inc_{n}",
         log=f"payment provider timed out after {n}ms",
         fingerprint=FINGERPRINT,

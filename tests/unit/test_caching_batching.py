@@ -10,8 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from incident_responder.lru import LruCache
 from incident_responder.pipeline.batching import MicroBatcher
-from incident_responder.pipeline.caching import LruCache, TenantVectors
+from incident_responder.pipeline.tenant_vectors import TenantVectors
 
 
 class CountingEmbedder:

@@ -16,7 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from prometheus_client.metrics import MetricWrapperBase
 
-from incident_responder.metrics import Metrics
+from incident_responder.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "incident-responder.json"

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from incident_responder.errors import BackendUnavailable, InvalidInput
-from incident_responder.metrics import Metrics
 from incident_responder.observability.costs import (
     MONTH_SECONDS,
     PriceTable,
@@ -31,6 +30,7 @@ from incident_responder.observability.costs import (
     estimate_costs,
     format_costs,
 )
+from incident_responder.observability.metrics import Metrics
 from incident_responder.observability.request_ids import RequestIdMiddleware, valid_request_id
 from incident_responder.observability.tracing import (
     configure_tracing,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from incident_responder.backends.recommenders.offline import SOURCE, OfflineRecommender
 from incident_responder.models import RunbookChunk
-from incident_responder.pipeline.recommend import SOURCE, OfflineRecommender
 from incident_responder.ports import Recommender
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "runbooks"

@@ -10,8 +10,10 @@ import numpy.typing as npt
 import pytest
 
 from incident_responder.models import Runbook, RunbookChunk
+from incident_responder.pipeline.alert_text import parse_log
 from incident_responder.pipeline.chunking import chunk_runbook, embedding_text, runbook_title
-from incident_responder.pipeline.retrieve import RunbookLibrary, parse_log, split_identifier, tokenize
+from incident_responder.pipeline.runbook_index import RunbookIndex
+from incident_responder.text.terms import split_identifier, tokenize
 
 DIM = 64
 
@@ -103,7 +105,7 @@ Roll back the most recent login deployment.
 }
 
 
-def _put(library: RunbookLibrary, embedder: HashingEmbedder, rid: str, content: str) -> list[RunbookChunk]:
+def _put(library: RunbookIndex, embedder: HashingEmbedder, rid: str, content: str) -> list[RunbookChunk]:
     runbook = Runbook(id=rid, title=runbook_title(content, rid), content=content)
     chunks = chunk_runbook(runbook)
     vectors = embedder.embed([embedding_text(c, runbook.title) for c in chunks])
@@ -117,14 +119,14 @@ def fake_embedder() -> HashingEmbedder:
 
 
 @pytest.fixture
-def library(fake_embedder: HashingEmbedder) -> RunbookLibrary:
-    lib = RunbookLibrary()
+def library(fake_embedder: HashingEmbedder) -> RunbookIndex:
+    lib = RunbookIndex()
     for rid, content in RUNBOOKS.items():
         _put(lib, fake_embedder, rid, content)
     return lib
 
 
-def _search(lib: RunbookLibrary, emb: HashingEmbedder, log: str, top_k: int = 5) -> list[str]:
+def _search(lib: RunbookIndex, emb: HashingEmbedder, log: str, top_k: int = 5) -> list[str]:
     return [hit.id for hit, _ in lib.search(log, emb.embed([lib.query_text(log)])[0], top_k=top_k)]
 
 
@@ -156,7 +158,7 @@ def test_parse_log_reads_alertmanager_layouts() -> None:
 
 
 def test_query_text_drops_timestamps_and_addresses() -> None:
-    lib = RunbookLibrary()
+    lib = RunbookIndex()
     q = lib.query_text("2024-05-01T10:00:00Z host 10.0.0.7:8080 connection refused by upstream")
     assert "2024" not in q and "10.0.0.7" not in q and "connection refused by upstream" in q
     q = lib.query_text('alertname=QueueConsumerLagging summary="Backlog grows."')
@@ -164,7 +166,7 @@ def test_query_text_drops_timestamps_and_addresses() -> None:
 
 
 def test_exact_alert_name_wins_even_against_better_text(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
+    library: RunbookIndex, fake_embedder: HashingEmbedder
 ) -> None:
     # The annotation text talks about database replicas, but the alert is named.
     log = (
@@ -178,7 +180,7 @@ def test_exact_alert_name_wins_even_against_better_text(
 
 
 def test_exact_match_on_id_suffix_and_is_case_and_separator_insensitive(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
+    library: RunbookIndex, fake_embedder: HashingEmbedder
 ) -> None:
     assert _search(library, fake_embedder, "alertname=cache_eviction_storm")[0] == (
         "ocp-cache-operator-CacheEvictionStorm"
@@ -188,16 +190,14 @@ def test_exact_match_on_id_suffix_and_is_case_and_separator_insensitive(
     assert _search(library, fake_embedder, title_only)[0] == "LoginErrorBudgetBurn"
 
 
-def test_camel_case_title_matches_plain_words(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
-) -> None:
+def test_camel_case_title_matches_plain_words(library: RunbookIndex, fake_embedder: HashingEmbedder) -> None:
     # "certificate", "renewal" and "failed" only occur in the CamelCase id/title of that runbook.
     log = 'status=firing summary="Certificate renewal failed for the shop ingress"'
     assert _search(library, fake_embedder, log)[0] == "CertificateRenewalFailed"
 
 
 def test_symptom_text_without_alert_name_finds_the_runbook(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
+    library: RunbookIndex, fake_embedder: HashingEmbedder
 ) -> None:
     log = (
         "[FIRING:1] payments (prod-eu-1 warning)\nLabels:\n - cluster = prod-eu-1\n - severity = warning\n"
@@ -210,9 +210,7 @@ def test_symptom_text_without_alert_name_finds_the_runbook(
     assert _search(library, fake_embedder, log2)[0] == "PaymentGatewayTimeouts"
 
 
-def test_hits_carry_their_best_matching_chunks(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
-) -> None:
+def test_hits_carry_their_best_matching_chunks(library: RunbookIndex, fake_embedder: HashingEmbedder) -> None:
     log = 'alertname=QueueConsumerLagging summary="compare publish and acknowledge rates per consumer group"'
     hit, chunks = library.search(log, fake_embedder.embed([library.query_text(log)])[0])[0]
     assert hit.id == "QueueConsumerLagging" and hit.title == "QueueConsumerLagging"
@@ -225,7 +223,7 @@ def test_hits_carry_their_best_matching_chunks(
 def test_scores_are_in_unit_interval_sorted_and_respect_top_k_and_min_score(
     fake_embedder: HashingEmbedder,
 ) -> None:
-    lib = RunbookLibrary(min_score=0.0)
+    lib = RunbookIndex(min_score=0.0)
     for rid, content in RUNBOOKS.items():
         _put(lib, fake_embedder, rid, content)
     log = 'summary="roll back the deployment, errors and consumer throughput dropped"'
@@ -241,13 +239,13 @@ def test_scores_are_in_unit_interval_sorted_and_respect_top_k_and_min_score(
 
 
 def test_irrelevant_log_returns_nothing_with_default_min_score(
-    library: RunbookLibrary, fake_embedder: HashingEmbedder
+    library: RunbookIndex, fake_embedder: HashingEmbedder
 ) -> None:
     assert _search(library, fake_embedder, "zebra giraffe pelican migration observed at dawn") == []
 
 
 def test_rrf_fusion_also_ranks_and_stays_in_unit_interval(fake_embedder: HashingEmbedder) -> None:
-    lib = RunbookLibrary(fusion="rrf", min_score=0.0)
+    lib = RunbookIndex(fusion="rrf", min_score=0.0)
     for rid, content in RUNBOOKS.items():
         _put(lib, fake_embedder, rid, content)
     log = 'summary="A read replica of the database is unreachable"'
@@ -257,14 +255,14 @@ def test_rrf_fusion_also_ranks_and_stays_in_unit_interval(fake_embedder: Hashing
 
 
 def test_empty_library(fake_embedder: HashingEmbedder) -> None:
-    lib = RunbookLibrary()
+    lib = RunbookIndex()
     assert len(lib) == 0
     assert lib.search("alertname=Anything", fake_embedder.embed(["anything"])[0]) == []
     assert lib.get("x") is None and lib.chunks("x") == [] and lib.remove("x") is False
 
 
 def test_runbook_without_chunks_is_found_by_title(fake_embedder: HashingEmbedder) -> None:
-    lib = RunbookLibrary()
+    lib = RunbookIndex()
     _put(lib, fake_embedder, "QueueConsumerLagging", RUNBOOKS["QueueConsumerLagging"])
     empty = Runbook(id="orphan-alert", title="OrphanedVolumeDetected", content="")
     lib.put(empty, [], np.zeros((0, DIM), dtype=np.float32))
@@ -276,7 +274,7 @@ def test_runbook_without_chunks_is_found_by_title(fake_embedder: HashingEmbedder
     assert hits[0][0].id == "orphan-alert" and hits[0][1] == []
 
 
-def test_put_replaces_and_remove_forgets(library: RunbookLibrary, fake_embedder: HashingEmbedder) -> None:
+def test_put_replaces_and_remove_forgets(library: RunbookIndex, fake_embedder: HashingEmbedder) -> None:
     assert len(library) == len(RUNBOOKS)
     log = 'summary="the feature flag service serves stale toggles"'
     assert "LoginErrorBudgetBurn" not in _search(library, fake_embedder, log)
@@ -293,7 +291,7 @@ def test_put_replaces_and_remove_forgets(library: RunbookLibrary, fake_embedder:
     assert "LoginErrorBudgetBurn" not in _search(library, fake_embedder, "alertname=LoginErrorBudgetBurn")
 
 
-def test_put_validates_vectors(library: RunbookLibrary, fake_embedder: HashingEmbedder) -> None:
+def test_put_validates_vectors(library: RunbookIndex, fake_embedder: HashingEmbedder) -> None:
     runbook = Runbook(id="x", title="X", content="# X\n\nbody\n")
     chunks = chunk_runbook(runbook)
     with pytest.raises(ValueError):
@@ -308,7 +306,7 @@ def test_put_validates_vectors(library: RunbookLibrary, fake_embedder: HashingEm
 
 
 def test_concurrent_search_put_remove(fake_embedder: HashingEmbedder) -> None:
-    lib = RunbookLibrary(min_score=0.0)
+    lib = RunbookIndex(min_score=0.0)
     for rid, content in RUNBOOKS.items():
         _put(lib, fake_embedder, rid, content)
     log = 'alertname=QueueConsumerLagging summary="backlog grows"'
@@ -344,14 +342,14 @@ def test_concurrent_search_put_remove(fake_embedder: HashingEmbedder) -> None:
 
 
 def test_one_line_firing_notification_keeps_its_words() -> None:
-    from incident_responder.pipeline.retrieve import parse_log
+    from incident_responder.pipeline.alert_text import parse_log
 
     parsed = parse_log("[FIRING:1] TLS certificate for api.example.com has expired")
     assert "TLS certificate" in parsed.text and "FIRING" not in parsed.text
 
 
 def test_plain_log_reuses_the_dedup_text_alerts_keep_their_own() -> None:
-    from incident_responder.pipeline.retrieve import query_text
+    from incident_responder.pipeline.alert_text import query_text
 
     plain = "2026-05-01T10:00:00Z api[42]: upstream 10.0.0.7 refused connection"
     assert query_text(plain, "upstream refused connection") == "upstream refused connection"

@@ -24,7 +24,7 @@ from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import incidents, ops, runbooks, tickets
 from incident_responder.container import Services, build_services
 from incident_responder.gc_tuning import tune_gc
-from incident_responder.metrics import Metrics, metrics_for
+from incident_responder.observability.metrics import Metrics, metrics_for
 from incident_responder.observability.request_ids import RequestIdMiddleware
 from incident_responder.observability.tracing import configure_tracing, get_tracer, instrument_app
 from incident_responder.settings import Settings
@@ -37,10 +37,10 @@ async def _replay_forever(app: FastAPI, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         services: Services | None = app.state.services
-        if services is None or any(g.breaker.state == "open" for g in services.guards):
+        if services is None or any(g.breaker.state == "open" for g in services.backends.guards):
             continue
         try:
-            if await anyio.to_thread.run_sync(services.dead_letters.depth) > 0:
+            if await anyio.to_thread.run_sync(services.backends.dead_letters.depth) > 0:
                 applied, waiting = await services.replay_dead_letters()
                 if applied:
                     log.info("dlq.replayed", applied=applied, waiting=waiting)
@@ -88,7 +88,7 @@ def create_app(
             def start() -> None:
                 try:
                     built = builder(settings, metrics)
-                    app.state.idempotency = IdempotencyGuard(built.idempotency, built.locks)
+                    app.state.idempotency = IdempotencyGuard(built.backends.idempotency, built.backends.locks)
                     app.state.services = built
                     perf = settings.performance
                     if not perf.naive:
@@ -134,7 +134,7 @@ def create_app(
         storage_uri=limits.storage_uri or settings.redis.url.get_secret_value() or "memory://",
     )
     if services is not None:
-        app.state.idempotency = IdempotencyGuard(services.idempotency, services.locks)
+        app.state.idempotency = IdempotencyGuard(services.backends.idempotency, services.backends.locks)
     install_error_handlers(app)
     for module in (incidents, tickets, runbooks, ops):
         app.include_router(module.router)

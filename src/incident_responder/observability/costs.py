@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, ConfigDict, Field
 
 from incident_responder.errors import BackendUnavailable, InvalidInput
+from incident_responder.settings import PriceTable
 
 MONTH_SECONDS = 30 * 24 * 3600.0
 FETCH_TIMEOUT = 5.0
@@ -34,23 +34,6 @@ VECTOR_WRITES = frozenset({"upsert", "set_payload", "delete"})
 # S3 bills LIST in the PUT/COPY/POST tier, HEAD with GET; DELETE is free.
 OBJECT_PUTS = frozenset({"put", "list"})
 OBJECT_GETS = frozenset({"get", "ping"})
-
-
-class PriceTable(BaseModel):
-    """Unit prices in US dollars."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    llm_input_per_million: float = Field(0.15, ge=0.0, description="$ per 1M LLM prompt tokens")
-    llm_output_per_million: float = Field(0.60, ge=0.0, description="$ per 1M LLM completion tokens")
-    vector_query_per_thousand: float = Field(
-        1.0, ge=0.0, description="$ per 1,000 vector reads (remote vector kinds only, e.g. pinecone)"
-    )
-    vector_write_per_thousand: float = Field(
-        0.004, ge=0.0, description="$ per 1,000 vector writes: upsert/update/delete (remote kinds only)"
-    )
-    s3_put_per_thousand: float = Field(0.005, ge=0.0, description="$ per 1,000 S3 PUT/LIST requests")
-    s3_get_per_thousand: float = Field(0.0004, ge=0.0, description="$ per 1,000 S3 GET/HEAD requests")
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def chunk_runbook(runbook: Runbook, *, max_chars: int = DEFAULT_MAX_CHARS) -> li
 def embedding_text(chunk: RunbookChunk, title: str | None = None) -> str:
     """The string to embed for ``chunk``: the runbook title (if given), its heading path, its text.
 
-    Passing the title is recommended (and what the defaults of ``RunbookLibrary`` were tuned with):
+    Passing the title is recommended (and what the defaults of ``RunbookIndex`` were tuned with):
     repeating the alert name in every chunk vector makes dense search match alert names much better.
     """
     lines = [part for part in (title, chunk.heading, chunk.text) if part]

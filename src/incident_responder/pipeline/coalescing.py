@@ -1,5 +1,5 @@
-"""Coalescing of concurrent requests per tenant: what arrives while the previous group is
-being processed is processed next, as one group.
+"""How reports are grouped on their way to tickets: coalesced per tenant (what arrives while
+the previous group is processed is processed next, as one group) or one at a time.
 
 The responder decides reports with unknown fingerprints, and opens the tickets they
 need, in groups (one write of each kind per group). Without this, each single-report
@@ -13,13 +13,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Grouper(Protocol[T_contra, R]):
+    """Processes a request's items, in order, in some group of its tenant."""
+
+    async def submit(self, tenant: str, items: Sequence[T_contra]) -> list[R]:
+        """One result per item, in order."""
+        ...
+
+
+class OneAtATime(Generic[T, R]):
+    """Every item its own group, the requests never combined (the benchmark's naive server)."""
+
+    def __init__(self, process: Callable[[str, list[T]], Awaitable[list[R]]]) -> None:
+        self._process = process
+
+    async def submit(self, tenant: str, items: Sequence[T]) -> list[R]:
+        return [result for item in items for result in await self._process(tenant, [item])]
 
 
 class Coalescer(Generic[T, R]):
+    """Each tenant's queue of requests: what arrives while a group is processed forms the next."""
+
     def __init__(self, process: Callable[[str, list[T]], Awaitable[list[R]]]) -> None:
         """``process(tenant, items)`` answers one result per item, in order."""
         self._process = process

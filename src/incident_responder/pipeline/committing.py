@@ -15,20 +15,17 @@ answered only after its group is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
 
 from incident_responder.errors import NotFound
 from incident_responder.models import IncidentResult, Match, Ticket
 from incident_responder.pipeline.matching import MatchDecision
-from incident_responder.pipeline.ticketing import Attached, Report, TicketDesk
+from incident_responder.pipeline.stages import StageRunner
+from incident_responder.pipeline.ticketing import Attached, Occurrence, TicketDesk
 from incident_responder.ports import ObjectWrite
 from incident_responder.repositories import IncidentRepository
-
-T = TypeVar("T")
-Runner = Callable[[str, Callable[[], T]], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -37,24 +34,25 @@ class Repeat:
 
     tenant: str
     ticket_id: str
-    report: Report
+    report: Occurrence
     decision: MatchDecision
 
 
 class RepeatWriter:
+    """Writes the reports that join existing tickets, everything queued meanwhile as one group
+    commit of at most ``max_group`` reports (1: each report alone, the naive server)."""
+
     def __init__(
         self,
         *,
         desk: TicketDesk,
         incidents: IncidentRepository,
-        run: Runner[list[IncidentResult | Exception]],
-        grouped: bool = True,
+        stages: StageRunner,
         max_group: int = 2_000,
     ) -> None:
         self._desk = desk
         self._incidents = incidents
-        self._run = run
-        self._grouped = grouped
+        self._stages = stages
         self._max_group = max_group
         self._queue: list[tuple[Repeat, asyncio.Future[IncidentResult]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -69,12 +67,12 @@ class RepeatWriter:
         return future
 
     async def _drain(self) -> None:
-        size = self._max_group if self._grouped else 1
+        size = self._max_group
         while self._queue:
             group, self._queue = self._queue[:size], self._queue[size:]
             repeats = [r for r, _ in group]
             try:
-                outcomes = await self._run("store", partial(self.commit, repeats))
+                outcomes = await self._stages.run("store", partial(self.commit, repeats))
             except Exception as exc:  # every waiter gets the failure
                 outcomes = [exc] * len(group)
             for (_, future), outcome in zip(group, outcomes, strict=True):

@@ -40,13 +40,21 @@ Method = Literal["fingerprint", "template", "semantic"]
 
 @dataclass(frozen=True)
 class Candidate:
+    """An earlier report of the same tenant+service, as the index found it."""
+
     ticket_id: str
     template: str  # the stored template of an earlier report in that ticket
     similarity: float  # cosine similarity between this report's embedding and that report's
+    # False when the stored template was made by other normalizer rules: it is not compared
+    # with this report's, so the report never joins it by template or semantic match (only
+    # listed as related); ``reindex`` brings old tickets to the current rules.
+    comparable: bool = True
 
 
 @dataclass(frozen=True)
 class MatchThresholds:
+    """How close a report must be to an earlier one to join its ticket (see the module doc)."""
+
     template_similarity: float  # template likeness needed for a "template" match
     auto_merge: float  # cosine needed for a "semantic" merge
     related: float  # looser cosine: reported as related, never merged
@@ -57,6 +65,8 @@ class MatchThresholds:
 
 @dataclass(frozen=True)
 class MatchDecision:
+    """Which ticket a report joins (None: a new one), and the evidence."""
+
     ticket_id: str | None  # None -> a new ticket
     method: Method | None
     similarity: float | None  # the similarity that justified it (1.0 for fingerprint)
@@ -199,7 +209,10 @@ def choose_match(
     Ties prefer the stronger evidence, then the higher cosine, then the earlier
     candidate (the caller passes them best-first).
     """
-    scored = [(c, template_similarity(template, c.template), _cos(c.similarity)) for c in candidates]
+    scored = [
+        (c, template_similarity(template, c.template) if c.comparable else -1.0, _cos(c.similarity))
+        for c in candidates
+    ]
 
     chosen: tuple[Candidate, float, Method] | None = None
     # tier 2: template likeness

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from incident_responder.lru import LruCache
 from incident_responder.models import Recommendation, RunbookChunk
-from incident_responder.pipeline.caching import LruCache
 from incident_responder.ports import Vector
 
 

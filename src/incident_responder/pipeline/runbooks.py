@@ -2,7 +2,7 @@
 
 Each runbook is a JSON document (source of truth) plus one vector per heading chunk
 in the vector index (so start-up does not re-embed the library). At start-up every
-tenant's runbooks are preloaded into a ``RunbookLibrary``; chunks whose vectors are
+tenant's runbooks are preloaded into a ``RunbookIndex``; chunks whose vectors are
 missing or stale (content hash differs) are re-embedded then.
 """
 
@@ -19,8 +19,9 @@ import structlog
 from incident_responder.errors import NotFound
 from incident_responder.ids import point_id
 from incident_responder.models import Runbook, RunbookChunk, RunbookHit
+from incident_responder.pipeline.alert_text import query_text
 from incident_responder.pipeline.chunking import CHUNKER_VERSION, chunk_runbook, embedding_text
-from incident_responder.pipeline.retrieve import RunbookLibrary, query_text
+from incident_responder.pipeline.runbook_index import RunbookIndex
 from incident_responder.ports import Embedder, Vector, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.repositories import RunbookRepository
 
@@ -39,18 +40,18 @@ class RunbookCatalog:
         repo: RunbookRepository,
         index: VectorIndex,
         embedder: Embedder,
-        library_factory: Callable[[], RunbookLibrary],
+        index_factory: Callable[[], RunbookIndex],
         top_k: int,
     ) -> None:
         self._repo = repo
         self._index = index
         self._embedder = embedder
-        self._factory = library_factory
+        self._factory = index_factory
         self._top_k = top_k
-        self._libraries: dict[str, RunbookLibrary] = {}
+        self._libraries: dict[str, RunbookIndex] = {}
         self._lock = threading.Lock()
 
-    def _library(self, tenant: str) -> RunbookLibrary:
+    def _library(self, tenant: str) -> RunbookIndex:
         with self._lock:
             library = self._libraries.get(tenant)
             if library is None:

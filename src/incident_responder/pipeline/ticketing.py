@@ -54,8 +54,8 @@ def full_jitter(cap: float) -> None:
 
 
 @dataclass(frozen=True)
-class Report:
-    """One report as the ticket desk needs it."""
+class Occurrence:
+    """One report as its ticket records it: its id, its log, and its normalized forms."""
 
     incident_id: str
     log: str
@@ -112,7 +112,7 @@ class TicketDesk:
         if attempt + 1 < _CAS_ATTEMPTS:
             self._back_off(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
-    def _point(self, ticket: Ticket, report: Report) -> VectorPoint:
+    def _point(self, ticket: Ticket, report: Occurrence) -> VectorPoint:
         if report.vector is None:
             raise ValueError("a report with a new fingerprint needs its vector")
         return VectorPoint(
@@ -195,7 +195,7 @@ class TicketDesk:
     def attach(
         self,
         tenant: str,
-        reports: Mapping[str, Sequence[Report]],
+        reports: Mapping[str, Sequence[Occurrence]],
         *,
         records: Callable[[str, Attached], Sequence[ObjectWrite]] | None = None,
     ) -> dict[str, Attached | NotFound]:
@@ -327,7 +327,7 @@ class TicketDesk:
             return 0
         vectors = embedder.embed([sig.embed_text for _, sig in missing])
         points = [
-            self._point(ticket, Report("", "", fp, sig.template, sig.embed_text, vectors[i]))
+            self._point(ticket, Occurrence("", "", fp, sig.template, sig.embed_text, vectors[i]))
             for i, (fp, sig) in enumerate(missing)
         ]
         self._index.upsert(points)
@@ -343,7 +343,7 @@ class Draft:
     title: str
     severity: Severity | None
     labels: dict[str, str]
-    reports: list[Report]  # the first opens the ticket
+    reports: list[Occurrence]  # the first opens the ticket
     runbooks: list[RunbookHit] = field(default_factory=list)
     recommendation: Recommendation | None = None
 
@@ -359,11 +359,11 @@ class Attached:
 @dataclass
 class _Applied:
     regressions: list[bool]
-    new_templates: list[Report]
+    new_templates: list[Occurrence]
     fresh: int  # reports not counted before
 
 
-def _apply(ticket: Ticket, reports: Sequence[Report], keep: int) -> _Applied:
+def _apply(ticket: Ticket, reports: Sequence[Occurrence], keep: int) -> _Applied:
     """Add ``reports`` to ``ticket`` in memory, skipping any it already counted (replays);
     then keep its newest ``keep`` occurrence comments."""
     counted = {c.incident_id for c in ticket.comments if c.incident_id}

@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from incident_responder.errors import IncidentResponderError, VersionConflict
-from incident_responder.metrics import Metrics
 from incident_responder.models import Recommendation, RunbookChunk
+from incident_responder.observability.metrics import Metrics
 from incident_responder.observability.tracing import set_attributes
 from incident_responder.ports import (
     ObjectStore,
@@ -129,6 +129,9 @@ class GuardedVectorIndex:
 
     def delete(self, where: VectorFilter) -> None:
         self._guard("delete", lambda: self._inner.delete(where))
+
+    def count(self, where: VectorFilter) -> int:
+        return self._guard("count", lambda: self._inner.count(where))
 
     def exists(self, point_id: str) -> bool:
         return self._guard("exists", lambda: self._inner.exists(point_id))

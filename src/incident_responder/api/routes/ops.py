@@ -31,7 +31,7 @@ async def readyz(request: Request) -> JSONResponse:
     # down since then makes the service "degraded", not unready: reports are still
     # accepted (into the dead-letter queue) and nothing is lost.
     checks = await anyio.to_thread.run_sync(services.check_backends)
-    circuits = {g.backend: g.breaker.state for g in services.guards}
+    circuits = {g.backend: g.breaker.state for g in services.backends.guards}
     degraded = any(v != "ok" for v in checks.values()) or any(v != "closed" for v in circuits.values())
     return JSONResponse(
         {
@@ -39,7 +39,7 @@ async def readyz(request: Request) -> JSONResponse:
             "model": "loaded",
             "backends": checks,
             "circuits": circuits,
-            "dead_letters": await anyio.to_thread.run_sync(services.dead_letters.depth),
+            "dead_letters": await anyio.to_thread.run_sync(services.backends.dead_letters.depth),
         }
     )
 

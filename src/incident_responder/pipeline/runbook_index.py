@@ -1,4 +1,4 @@
-"""Hybrid (BM25 + dense) runbook retrieval for one tenant.
+"""Hybrid (BM25 + dense) runbook retrieval over one tenant's runbooks, in memory.
 
 The library ranks *runbooks*, not chunks. Per runbook it combines:
 
@@ -13,24 +13,21 @@ The library ranks *runbooks*, not chunks. Per runbook it combines:
 Scores are fused (a calibrated weighted sum by default, reciprocal rank fusion as an option) into
 ``[0, 1]`` so that a single ``min_score`` cutoff means roughly the same thing for every query.
 
-Text is tokenized so that ``KubePodCrashLooping``, ``kube_pod_crash_looping`` and
-``kube-pod-crash-looping`` all yield the words ``kube pod crash loop`` plus the joined token.
+Text is tokenized by ``text.terms.tokenize``; the log is read by ``alert_text.parse_log``.
 
-Indexes are rebuilt lazily: :meth:`RunbookLibrary.put` and :meth:`RunbookLibrary.remove` only mark
+Indexes are rebuilt lazily: :meth:`RunbookIndex.put` and :meth:`RunbookIndex.remove` only mark
 them dirty. Searches run on an immutable snapshot, so they never block each other for long and
 are safe to run concurrently with writers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import bm25s
@@ -38,227 +35,19 @@ import numpy as np
 import numpy.typing as npt
 
 from incident_responder.models import Runbook, RunbookChunk, RunbookHit
+from incident_responder.pipeline.alert_text import CAMEL_IDENT_RE, parse_log, query_text
 from incident_responder.text.markdown import front_matter_title, split_front_matter
+from incident_responder.text.terms import normalize_name, tokenize
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 Fusion = Literal["weighted", "rrf"]
 FloatArray = npt.NDArray[np.float32]
-
-# --------------------------------------------------------------------------- tokenization
-
-# English function words; "down" and "up" are kept: they carry meaning in alert names.
-# fmt: off
-_STOPWORDS = frozenset({
-    "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are",
-    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-    "can", "could", "did", "do", "does", "doing", "during", "e", "each", "eg", "etc", "few", "for",
-    "from", "further", "g", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his",
-    "how", "i", "ie", "if", "in", "into", "is", "it", "its", "itself", "just", "may", "me", "might",
-    "more", "most", "must", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or",
-    "other", "our", "ours", "out", "over", "own", "per", "same", "shall", "she", "should", "so",
-    "some", "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
-    "this", "those", "through", "to", "too", "under", "until", "very", "via", "was", "we", "were",
-    "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you",
-    "your", "yours",
-})
-# fmt: on
-
-_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[_\-][A-Za-z0-9]+)*")
-_CAMEL_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-_NORM_RE = re.compile(r"[^a-z0-9]+")
-_MAX_SUBCOMPOUND_PARTS = 8
-
-
-def _stem(word: str) -> str:
-    """A deliberately tiny suffix stripper (plural, -ing, -ed, -ation, trailing e)."""
-    if len(word) <= 4 or not word.isalpha():
-        return word
-    for suffix, repl in (
-        ("ations", ""),
-        ("ation", ""),
-        ("ies", "y"),
-        ("sses", "ss"),
-        ("ing", ""),
-        ("ed", ""),
-        ("es", "e"),
-        ("s", ""),
-    ):
-        if word.endswith(suffix) and not (suffix == "s" and word.endswith(("ss", "us", "is"))):
-            stem = word[: len(word) - len(suffix)] + repl
-            if len(stem) >= 3:
-                word = stem
-            break
-    if len(word) > 4 and word.endswith("e"):
-        word = word[:-1]
-    return word
-
-
-def split_identifier(word: str) -> list[str]:
-    """``KubeAPIDown`` -> ``[Kube, API, Down]``; ``kube_pod-crash`` -> ``[kube, pod, crash]``."""
-    parts: list[str] = []
-    for piece in re.split(r"[_\-]+", word):
-        parts.extend(_CAMEL_RE.findall(piece))
-    return parts
-
-
-def tokenize(text: str, *, subcompounds: bool = True) -> list[str]:
-    """Lowercased, lightly stemmed word tokens; compound identifiers also keep their joined form.
-
-    With ``subcompounds`` a compound also yields every contiguous run of two or more of its parts
-    (``KubeAPIDown`` -> ``kubeapi``, ``apidown``, ``kubeapidown``), so that a log naming a component
-    (``KubeAPI has disappeared``) meets the alert named after it.
-    """
-    tokens: list[str] = []
-    for match in _WORD_RE.finditer(text):
-        word = match.group(0)
-        parts = [p.lower() for p in split_identifier(word)]
-        words = [p for p in parts if p not in _STOPWORDS and not p.isdigit() and len(p) > 1]
-        tokens.extend(_stem(p) for p in words)
-        if len(parts) > 1:
-            n = len(parts)
-            spans = [(0, n)]
-            if subcompounds and n <= _MAX_SUBCOMPOUND_PARTS:
-                spans += [(i, j) for i in range(n) for j in range(i + 2, n + 1) if (i, j) != (0, n)]
-            for i, j in spans:
-                joined = "".join(parts[i:j])
-                if not joined.isdigit() and len(joined) > 3:
-                    tokens.append(joined)
-    return tokens
-
-
-def normalize_name(name: str) -> str:
-    """Case- and separator-insensitive key for alert names: ``Kube-Pod_crash`` -> ``kubepodcrash``."""
-    return _NORM_RE.sub("", name.lower())
-
-
-# --------------------------------------------------------------------------- query parsing
-
-_LOGFMT_RE = re.compile(r"""(?<![\w.\-])([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|'[^']*'|\S*)""")
-_TEXT_FIELD_RE = re.compile(r"^\s*-\s*([A-Za-z_][\w.\-]*)\s*=\s?(.*)$")
-# awesome-prometheus-alerts descriptions end in "VALUE = {{ $value }} LABELS = map[...]": dropped
-_VALUE_TAIL_RE = re.compile(r"\bVALUE\s*+=")
-_NOISE_RES = (
-    re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|\s?[+-]\d{2}:?\d{2})?(?:\s+UTC)?"),
-    re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b"),
-    re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"),
-    re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE),
-    re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.IGNORECASE),
-    re.compile(r"^[ \t]*+\[(?:FIRING|RESOLVED)(?::\d+)?\][^\n]*+$", re.MULTILINE),
-)
-_MEANING_KEYS = ("summary", "description", "message", "msg")
-_STATUS_LINE_RE = re.compile(r"^[ \t]*+\[(?:FIRING|RESOLVED)(?::\d+)?\](.*+)$", re.MULTILINE | re.IGNORECASE)
-_STATUS_TAG_RE = re.compile(r"\[(?:FIRING|RESOLVED)(?::\d+)?\]", re.IGNORECASE)
-_CAMEL_IDENT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*[a-z0-9][A-Z][A-Za-z0-9_]*\b")
-_NAME_KEYS = ("alertname", "alert_name", "alert")
-_MAX_JSON_DEPTH = 16  # alert payloads nest a few levels; deeper structure is not read
+_TITLE_WORD_END_RE = re.compile(r"[\s:(\[]")
 
 
 @dataclass(frozen=True)
-class ParsedLog:
-    """What retrieval reads from a log: an alert name if any, the meaning text, the other fields."""
-
-    alertname: str | None
-    text: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    # Identifiers from a notification title such as "[FIRING:1] KubePodCrashLooping (...)": they only
-    # count when they equal a runbook's alert name exactly.
-    name_candidates: tuple[str, ...] = ()
-    structured: bool = False  # an alert name or summary/description fields were found
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        value = value[1:-1]
-    return value.replace('\\"', '"').replace("\\n", "\n")
-
-
-def _strip_noise(text: str) -> str:
-    tail = _VALUE_TAIL_RE.search(text)
-    if tail is not None:
-        text = text[: tail.start()]
-    for pattern in _NOISE_RES:
-        text = pattern.sub(" ", text)
-    return re.sub(r"[ \t]+", " ", text).strip()
-
-
-def _walk_json(obj: Any, out: dict[str, str], depth: int = 0) -> None:
-    if depth > _MAX_JSON_DEPTH:
-        return
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(value, str | int | float) and not isinstance(value, bool):
-                out.setdefault(str(key).lower(), str(value))
-            else:
-                _walk_json(value, out, depth + 1)
-    elif isinstance(obj, list):
-        for item in obj[:5]:
-            _walk_json(item, out, depth + 1)
-
-
-def _fields(log: str) -> dict[str, str]:
-    """Key/value pairs from a JSON payload, Alertmanager text layout or logfmt (first wins)."""
-    fields: dict[str, str] = {}
-    stripped = log.strip()
-    if stripped.startswith("{"):
-        with contextlib.suppress(ValueError, RecursionError):  # deep nesting: not an alert payload
-            _walk_json(json.loads(stripped), fields)
-    for line in log.splitlines():
-        match = _TEXT_FIELD_RE.match(line)
-        if match:
-            fields.setdefault(match.group(1).lower(), match.group(2).strip())
-    for match in _LOGFMT_RE.finditer(log):
-        fields.setdefault(match.group(1).lower(), _unquote(match.group(2)))
-    return fields
-
-
-def parse_log(log: str) -> ParsedLog:
-    """Extract the alert name, the meaning (summary/description) and the other fields from a log."""
-    fields = _fields(log)
-    alertname = next((fields[k] for k in _NAME_KEYS if fields.get(k)), None)
-    if alertname is not None and not re.fullmatch(r"[\w.:\-]{2,}", alertname):
-        alertname = None
-    meaning = [fields[k] for k in _MEANING_KEYS if fields.get(k)]
-    # Not a recognised alert layout: the whole log minus timestamps, addresses and ids.
-    text = "\n".join(dict.fromkeys(_strip_noise(m) for m in meaning)) if meaning else _strip_noise(log)
-    if not text:
-        # A one-line notification is all title line: keep its words, drop only the tag.
-        text = _strip_noise(_STATUS_TAG_RE.sub(" ", log))
-    labels = {k: v for k, v in fields.items() if k not in _MEANING_KEYS}
-    candidates: list[str] = [alertname] if alertname else []
-    for status in _STATUS_LINE_RE.finditer(log):
-        candidates.extend(_CAMEL_IDENT_RE.findall(status.group(1)))
-    return ParsedLog(
-        alertname=alertname,
-        text=text,
-        labels=labels,
-        name_candidates=tuple(dict.fromkeys(candidates)),
-        structured=bool(alertname or meaning),
-    )
-
-
-def query_text(log: str, plain: str | None = None) -> str:
-    """The text to embed for retrieving runbooks for ``log``: its alert name in words plus
-    summary/description, noise stripped. A log in no alert layout is its own meaning: then
-    ``plain`` (the log without its variable parts, as dedup embeds it) when given, so one
-    embedding serves both dedup and retrieval; else the log with noise stripped."""
-    parsed = parse_log(log)
-    if not parsed.structured and plain:
-        return plain
-    parts: list[str] = []
-    if parsed.alertname:
-        parts.append(" ".join(split_identifier(parsed.alertname)))
-    if parsed.text:
-        parts.append(parsed.text)
-    return ". ".join(parts) if parts else log.strip()
-
-
-# --------------------------------------------------------------------------- index
-
-
-@dataclass(frozen=True)
-class _Entry:
+class _IndexedRunbook:
     runbook: Runbook
     chunks: tuple[RunbookChunk, ...]
     vectors: FloatArray  # (len(chunks), dim)
@@ -278,8 +67,8 @@ def _runbook_names(runbook: Runbook) -> tuple[frozenset[str], str]:
     for sep in ("-", "/", ":", "."):
         if sep in runbook.id:
             candidates.append(runbook.id.rsplit(sep, 1)[1])
-    candidates.append(re.split(r"[\s:(\[]", runbook.title.strip(), maxsplit=1)[0])
-    candidates[3:] = [c for c in candidates[3:] if _CAMEL_IDENT_RE.fullmatch(c)]
+    candidates.append(_TITLE_WORD_END_RE.split(runbook.title.strip(), maxsplit=1)[0])
+    candidates[3:] = [c for c in candidates[3:] if CAMEL_IDENT_RE.fullmatch(c)]
     names = frozenset(n for n in (normalize_name(c) for c in candidates) if len(n) >= 4)
     name_text = " ".join(
         dict.fromkeys(c for c in (runbook.id, runbook.title, front_title, *runbook.tags) if c)
@@ -287,7 +76,7 @@ def _runbook_names(runbook: Runbook) -> tuple[frozenset[str], str]:
     return names, name_text
 
 
-def _make_entry(runbook: Runbook, chunks: Sequence[RunbookChunk], vectors: FloatArray) -> _Entry:
+def _indexed(runbook: Runbook, chunks: Sequence[RunbookChunk], vectors: FloatArray) -> _IndexedRunbook:
     names, name_text = _runbook_names(runbook)
     name_tokens = tuple(tokenize(name_text))
     front, body = split_front_matter(runbook.content)
@@ -298,7 +87,7 @@ def _make_entry(runbook: Runbook, chunks: Sequence[RunbookChunk], vectors: Float
         + tuple(tokenize(front))
         + tuple(tokenize(body if not chunks else "\n".join(c.text for c in chunks)))
     )
-    return _Entry(
+    return _IndexedRunbook(
         runbook=runbook,
         chunks=tuple(chunks),
         vectors=vectors,
@@ -333,7 +122,7 @@ class _Snapshot:
     """Immutable search state built from the entries at one generation."""
 
     generation: int
-    entries: list[_Entry]  # sorted by runbook id (ties in score break by id)
+    entries: list[_IndexedRunbook]  # sorted by runbook id (ties in score break by id)
     name_keys: dict[str, list[int]]  # normalized alert name -> entry positions
     chunk_owner: npt.NDArray[np.int64]  # chunk row -> entry position
     chunk_start: list[int]  # entry position -> first chunk row
@@ -345,7 +134,7 @@ class _Snapshot:
     idf_unit: float  # BM25 (Lucene) IDF of a term found in exactly one runbook
 
 
-class RunbookLibrary:
+class RunbookIndex:
     """In-memory hybrid (BM25 + dense) search over ONE tenant's runbooks; ranks runbooks, not chunks.
 
     ``search`` returns ``(hit, chunks)`` pairs, best first, with ``hit.score`` in ``[0, 1]`` and at
@@ -407,7 +196,7 @@ class RunbookLibrary:
         self.b = b
         self._lock = threading.Lock()  # guards _entries, _generation, _snapshot
         self._build_lock = threading.Lock()  # one index rebuild at a time
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _IndexedRunbook] = {}
         self._generation = 0
         self._snapshot: _Snapshot | None = None
 
@@ -426,7 +215,7 @@ class RunbookLibrary:
         for chunk in chunks:
             if chunk.runbook_id != runbook.id:
                 raise ValueError(f"chunk of runbook {chunk.runbook_id!r} passed for {runbook.id!r}")
-        entry = _make_entry(runbook, chunks, vectors)
+        entry = _indexed(runbook, chunks, vectors)
         with self._lock:
             if chunks:
                 dim = self._dim_locked(exclude=runbook.id)
@@ -548,7 +337,7 @@ class RunbookLibrary:
                     self._snapshot = snap
             return snap
 
-    def _build(self, entries: list[_Entry], generation: int) -> _Snapshot:
+    def _build(self, entries: list[_IndexedRunbook], generation: int) -> _Snapshot:
         entries.sort(key=lambda e: e.runbook.id)
         name_keys: dict[str, list[int]] = {}
         owners: list[int] = []

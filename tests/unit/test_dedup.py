@@ -1,4 +1,5 @@
-"""Batched fingerprint lookups: one index query answers what one query per fingerprint would."""
+"""Dedup: batched fingerprint lookups (one index query answers what one query per fingerprint
+would), and a deduplicator composed without them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 
 from incident_responder.backends.vector.qdrant_edge import QdrantEdgeIndex
-from incident_responder.pipeline.analyze import Analyzer
-from incident_responder.pipeline.caching import LruCache
+from incident_responder.lru import LruCache
+from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
 from incident_responder.pipeline.matching import MatchThresholds
+from incident_responder.pipeline.normalize import LogNormalizer
 from incident_responder.ports import VectorFilter, VectorHit, VectorIndex, VectorPoint
 
 DIM = 8
@@ -57,20 +59,21 @@ def _store(index: CountingIndex, rows: Sequence[tuple[str, str, str]]) -> None:
     )
 
 
-def _analyzer(index: CountingIndex, known: LruCache[tuple[str, str, str], str] | None = None) -> Analyzer:
-    thresholds = MatchThresholds(template_similarity=0.9, auto_merge=0.9, related=0.7)
-    return Analyzer(index=index, thresholds=thresholds, search_limit=10, known=known)  # type: ignore[arg-type]
+def _lookup(
+    index: CountingIndex, known: LruCache[tuple[str, str, str], str] | None = None
+) -> FingerprintLookup:
+    return FingerprintLookup(index, known)  # type: ignore[arg-type]
 
 
 def test_one_query_answers_every_fingerprint_of_a_service(index: CountingIndex) -> None:
     _store(index, [("api", "f1", "T1"), ("api", "f2", "T2"), ("api", "f2", "T2"), ("db", "f3", "T3")])
     known: LruCache[tuple[str, str, str], str] = LruCache(100)
-    analyzer = _analyzer(index, known)
-    found = analyzer.find_fingerprints("t", [("api", f) for f in ["f1", "f2", "f3", "f9", "f1"]])
+    lookup = _lookup(index, known)
+    found = lookup.find_many("t", [("api", f) for f in ["f1", "f2", "f3", "f9", "f1"]])
     assert found == {("api", "f1"): "T1", ("api", "f2"): "T2"}  # f3 is another service's, f9 nobody's
     assert len(index.finds) == 1
     assert known.get(("t", "api", "f2")) == "T2" and known.get(("t", "api", "f9")) is None
-    one_by_one = {f: analyzer.find_fingerprint("t", "api", f) for f in ["f1", "f2", "f3", "f9"]}
+    one_by_one = {f: lookup.find("t", "api", f) for f in ["f1", "f2", "f3", "f9"]}
     assert {("api", f): t for f, t in one_by_one.items() if t is not None} == found
 
 
@@ -78,20 +81,23 @@ def test_a_cut_off_answer_is_completed_one_by_one(index: CountingIndex) -> None:
     # f1 has 9 points (as after many races between processes): more than the batched query
     # reads (4 per fingerprint asked), and they come first, so f2's point is cut off.
     _store(index, [("api", "f1", "T1")] * 9 + [("api", "f2", "T2")])
-    found = _analyzer(index).find_fingerprints("t", [("api", "f1"), ("api", "f2")])
+    found = _lookup(index).find_many("t", [("api", "f1"), ("api", "f2")])
     assert found == {("api", "f1"): "T1", ("api", "f2"): "T2"}
     assert [w.any_of.get("fingerprint") for w in index.finds] == [["f1", "f2"], None]
     assert index.finds[1].equals["fingerprint"] == "f2"
 
 
-def test_nothing_asked_or_no_fast_path_asks_nothing(index: CountingIndex) -> None:
+def test_nothing_asked_asks_nothing_and_without_a_lookup_no_fingerprint_is_asked(
+    index: CountingIndex,
+) -> None:
     _store(index, [("api", "f1", "T1")])
-    assert _analyzer(index).find_fingerprints("t", []) == {}
-    slow = Analyzer(
+    assert _lookup(index).find_many("t", []) == {}
+    assert index.finds == []
+    plain = Deduplicator(
         index=index,  # type: ignore[arg-type]
         thresholds=MatchThresholds(template_similarity=0.9, auto_merge=0.9, related=0.7),
         search_limit=10,
-        fast_path=False,
     )
-    assert slow.find_fingerprints("t", [("api", "f1")]) == {}
-    assert index.finds == []
+    norm = LogNormalizer().normalize("disk full on /data")
+    decision = plain.decide("t", "api", norm, np.ones(DIM, dtype=np.float32))
+    assert index.finds == [] and decision.method != "fingerprint"

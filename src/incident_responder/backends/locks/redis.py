@@ -1,4 +1,4 @@
-"""What replicas share through Redis: per-key locks and idempotency records.
+"""Locks shared by replicas through Redis: per tenant+service, and per tenant for ticket writes.
 
 The lock serializes the decide-and-write step for one tenant+service across every
 process (so a storm hitting N replicas still opens one ticket). It is taken after an
@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-import numpy as np
 import redis
 import structlog
 from redis.exceptions import LockError, RedisError
 
+from incident_responder.backends.locks.memory import MemoryLocks
+from incident_responder.backends.redis_client import key_name
 from incident_responder.errors import BackendUnavailable
-from incident_responder.models import IdempotencyRecord
-from incident_responder.pipeline.responder import KeyedLocks
-from incident_responder.ports import Vector
 
 log = structlog.get_logger(__name__)
-
-
-def _name(prefix: str, key: tuple[str, ...]) -> str:
-    return prefix + hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:40]
 
 
 class _RedisLockMaker:
@@ -55,7 +47,7 @@ class _RedisLockMaker:
 
     def _lock(self, key: tuple[str, ...], *, poll: float) -> Any:
         return self._client.lock(
-            _name(self._prefix, key),
+            key_name(self._prefix, key),
             timeout=self._timeout,
             sleep=poll,
             blocking_timeout=self._blocking_timeout,
@@ -77,7 +69,7 @@ class RedisLocks(_RedisLockMaker):
     def __init__(self, client: redis.Redis, **options: Any) -> None:
         """``options``: those of :class:`_RedisLockMaker` (prefix, timeout, blocking_timeout)."""
         super().__init__(client, **options)
-        self._local = KeyedLocks()
+        self._local = MemoryLocks()
 
     async def _renew(self, lock: Any) -> None:
         """Reset the lock's expiry every third of ``timeout`` while it is held: a group of new
@@ -143,97 +135,3 @@ class RedisWriteLock(_RedisLockMaker):
         finally:
             if acquired:
                 self._release(lock)
-
-
-class RedisIdempotencyRepository:
-    """Idempotency records with a TTL, shared by every replica (blocking client), at most
-    ``max_records`` per tenant: a sorted set per tenant orders its records by time, and the
-    oldest beyond the cap are deleted as new ones are stored."""
-
-    def __init__(
-        self, client: redis.Redis, ttl_seconds: float, *, max_records: int = 10_000, prefix: str = "ir:idem:"
-    ) -> None:
-        self._client = client
-        self._ttl = int(ttl_seconds)
-        self._max = max_records
-        self._prefix = prefix
-
-    def _key(self, tenant: str, key: str) -> str:
-        return _name(self._prefix, (tenant, key))
-
-    def _log(self, tenant: str) -> str:
-        return _name(self._prefix + "log:", (tenant,))
-
-    def get(self, tenant: str, key: str) -> IdempotencyRecord | None:
-        try:
-            raw: Any = self._client.get(self._key(tenant, key))
-        except RedisError as exc:
-            raise BackendUnavailable(f"redis get failed: {type(exc).__name__}") from exc
-        return None if raw is None else IdempotencyRecord.model_validate_json(raw)
-
-    def put(self, tenant: str, key: str, record: IdempotencyRecord) -> None:
-        name, log = self._key(tenant, key), self._log(tenant)
-        now = time.time()
-        try:
-            pipe = self._client.pipeline()
-            pipe.set(name, record.model_dump_json(), ex=self._ttl)
-            pipe.zadd(log, {name: now})
-            pipe.zremrangebyscore(log, "-inf", now - self._ttl)  # their records expired already
-            pipe.expire(log, self._ttl)
-            pipe.zcard(log)
-            size = int(pipe.execute()[-1])
-            if size > self._max:
-                popped: Any = self._client.zpopmin(log, size - self._max)
-                oldest = [member for member, _ in popped]
-                if oldest:
-                    self._client.delete(*oldest)
-        except RedisError as exc:
-            raise BackendUnavailable(f"redis set failed: {type(exc).__name__}") from exc
-
-    def sweep(self, tenant: str) -> int:
-        """Nothing to do: records expire in Redis and the cap holds at every ``put``."""
-        return 0
-
-
-class RedisVectorCache:
-    """Embeddings shared by every replica, keyed by a hash of the text, with a TTL.
-
-    Failures degrade to a miss: a cache must never fail a request.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        dim: int,
-        ttl_seconds: int,
-        prefix: str = "ir:emb:",
-        on_lookup: Callable[[bool], None] | None = None,
-    ) -> None:
-        self._client = client
-        self._dim = dim
-        self._ttl = ttl_seconds
-        self._prefix = prefix
-        self._on_lookup = on_lookup
-
-    def get(self, key: str) -> Vector | None:
-        try:
-            raw: Any = self._client.get(_name(self._prefix, (key,)))
-        except RedisError:
-            raw = None
-        value = None
-        if isinstance(raw, bytes) and len(raw) == 4 * self._dim:
-            value = np.frombuffer(raw, dtype=np.float32).copy()
-        if self._on_lookup is not None:
-            self._on_lookup(value is not None)
-        return value
-
-    def put(self, key: str, value: Vector) -> None:
-        with contextlib.suppress(RedisError):
-            self._client.set(
-                _name(self._prefix, (key,)), np.asarray(value, dtype=np.float32).tobytes(), ex=self._ttl
-            )
-
-
-def make_client(url: str, *, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

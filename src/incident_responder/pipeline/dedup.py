@@ -1,8 +1,10 @@
 """Dedup: is this report the same incident as an earlier one of its tenant+service?
 
-Three tiers, cheapest first: the exact fingerprint of the normalized template (a
-payload lookup, no ranking, cached), then the nearest earlier reports by embedding,
-judged by template likeness and cosine similarity (``matching.choose_match``).
+Two tiers, cheapest first: the exact fingerprint of the normalized template
+(:class:`FingerprintLookup`: a payload lookup in the index, no ranking, remembered), then
+the nearest earlier reports by embedding, judged by template likeness and cosine similarity
+(``matching.choose_match``). A composition without a ``FingerprintLookup`` (the benchmark's
+naive server) judges every report by the second tier alone.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from incident_responder.pipeline.caching import LruCache
+from incident_responder.lru import LruCache
 from incident_responder.pipeline.matching import Candidate, MatchDecision, MatchThresholds, choose_match
 from incident_responder.pipeline.normalize import NormalizedLog
 from incident_responder.ports import Vector, VectorFilter, VectorIndex
+
+# A fingerprint is indexed with one point per ticket holding it (a few at most, after a
+# race between processes): a batched lookup reads this many points per fingerprint before
+# it checks the ones it did not see one by one.
+_FIND_SLACK = 4
 
 
 @dataclass(frozen=True)
@@ -29,55 +36,27 @@ class Recent:
     vector: Vector
 
 
-# A fingerprint is indexed with one point per ticket holding it (a few at most, after a
-# race between processes): a batched lookup reads this many points per fingerprint before
-# it checks the ones it did not see one by one.
-_FIND_SLACK = 4
+class FingerprintLookup:
+    """Which ticket already holds a report with an exact fingerprint, per tenant+service.
 
+    The index answers (blocking); positive answers are remembered in ``known``, since a
+    fingerprint, once indexed under a ticket, stays with that ticket."""
 
-class Analyzer:
-    def __init__(
-        self,
-        *,
-        index: VectorIndex,
-        thresholds: MatchThresholds,
-        search_limit: int,
-        fast_path: bool = True,
-        known: LruCache[tuple[str, str, str], str] | None = None,
-    ) -> None:
+    def __init__(self, index: VectorIndex, known: LruCache[tuple[str, str, str], str] | None = None) -> None:
         self._index = index
-        self._thresholds = thresholds
-        self._search_limit = search_limit
-        self._fast_path = fast_path
-        # A fingerprint, once indexed under a ticket, stays with it: positive answers are cached.
         self._known = known
 
-    @property
-    def fast_path(self) -> bool:
-        return self._fast_path
-
-    def cached_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
-        """:meth:`by_fingerprint` from memory only (never blocks): None if not cached."""
-        if not self._fast_path or self._known is None:
-            return None
-        return self._known.get((tenant, service, fingerprint))
+    def cached(self, tenant: str, service: str, fingerprint: str) -> str | None:
+        """The remembered ticket of this fingerprint (never blocks): None if not remembered."""
+        return None if self._known is None else self._known.get((tenant, service, fingerprint))
 
     def forget(self, tenant: str, service: str, fingerprint: str) -> None:
-        """Drop a cached fingerprint whose ticket turned out to be gone."""
+        """Drop a remembered fingerprint whose ticket turned out to be gone."""
         if self._known is not None:
             self._known.discard((tenant, service, fingerprint))
 
-    def by_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
-        """The ticket already holding a report with this exact fingerprint, if any."""
-        if not self._fast_path:
-            return None
-        cached = self.cached_fingerprint(tenant, service, fingerprint)
-        return cached if cached is not None else self.find_fingerprint(tenant, service, fingerprint)
-
-    def find_fingerprint(self, tenant: str, service: str, fingerprint: str) -> str | None:
-        """:meth:`by_fingerprint` asking the index (blocking), remembering a hit."""
-        if not self._fast_path:
-            return None
+    def find(self, tenant: str, service: str, fingerprint: str) -> str | None:
+        """The ticket holding this fingerprint, asking the index (blocking), remembering a hit."""
         where = VectorFilter(
             {"tenant": tenant, "kind": "incident", "service": service, "fingerprint": fingerprint}
         )
@@ -89,9 +68,9 @@ class Analyzer:
             self._known.put((tenant, service, fingerprint), ticket_id)
         return ticket_id
 
-    def find_fingerprints(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """:meth:`find_fingerprint` for several (service, fingerprint) keys of a tenant, one
-        index query per service (blocking): key -> ticket for those indexed."""
+    def find_many(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """:meth:`find` for several (service, fingerprint) keys of a tenant, one index query per
+        service (blocking): key -> ticket for those indexed."""
         by_service: dict[str, set[str]] = {}
         for service, fingerprint in keys:
             by_service.setdefault(service, set()).add(fingerprint)
@@ -103,7 +82,7 @@ class Analyzer:
 
     def _find_in_service(self, tenant: str, service: str, fingerprints: Collection[str]) -> dict[str, str]:
         """One query: fingerprint -> ticket among ``fingerprints`` of one tenant+service."""
-        if not self._fast_path or not fingerprints:
+        if not fingerprints:
             return {}
         wanted = sorted(set(fingerprints))
         limit = len(wanted) * _FIND_SLACK
@@ -117,13 +96,33 @@ class Analyzer:
         if len(hits) >= limit:  # cut off: a fingerprint not seen may be past the limit
             for fingerprint in wanted:
                 if fingerprint not in found:
-                    ticket_id = self.find_fingerprint(tenant, service, fingerprint)
+                    ticket_id = self.find(tenant, service, fingerprint)
                     if ticket_id is not None:
                         found[fingerprint] = ticket_id
         if self._known is not None:
             for fingerprint, ticket_id in found.items():
                 self._known.put((tenant, service, fingerprint), ticket_id)
         return found
+
+
+class Deduplicator:
+    """Decides which ticket a report joins, if any: an exact fingerprint match first (with a
+    :class:`FingerprintLookup`), else the nearest earlier reports of its tenant+service."""
+
+    def __init__(
+        self,
+        *,
+        index: VectorIndex,
+        thresholds: MatchThresholds,
+        search_limit: int,
+        fingerprints: FingerprintLookup | None = None,
+        normalizer_version: str = "",
+    ) -> None:
+        self._index = index
+        self._thresholds = thresholds
+        self._search_limit = search_limit
+        self._fingerprints = fingerprints
+        self._version = normalizer_version
 
     def decide(
         self,
@@ -137,16 +136,21 @@ class Analyzer:
     ) -> MatchDecision:
         """Which ticket this report joins, among the indexed reports of its tenant+service and
         ``recent`` (reports of that tenant+service decided but not written yet). ``indexed``:
-        what :meth:`find_fingerprints` answered for this report's fingerprint among others,
-        just now (else the index is asked for this one)."""
-        if indexed is None:
-            ticket_id = self.by_fingerprint(tenant, service, norm.fingerprint)
-        else:
-            ticket_id = self.cached_fingerprint(tenant, service, norm.fingerprint) or indexed.get(
-                (service, norm.fingerprint)
-            )
-        if ticket_id is None and self._fast_path:
-            ticket_id = next((r.ticket_id for r in recent if r.fingerprint == norm.fingerprint), None)
+        what :meth:`FingerprintLookup.find_many` answered for this report's fingerprint among
+        others, just now (else the index is asked for this one)."""
+        ticket_id = None
+        lookup = self._fingerprints
+        if lookup is not None:
+            if indexed is None:
+                ticket_id = lookup.cached(tenant, service, norm.fingerprint) or lookup.find(
+                    tenant, service, norm.fingerprint
+                )
+            else:
+                ticket_id = lookup.cached(tenant, service, norm.fingerprint) or indexed.get(
+                    (service, norm.fingerprint)
+                )
+            if ticket_id is None:
+                ticket_id = next((r.ticket_id for r in recent if r.fingerprint == norm.fingerprint), None)
         if ticket_id is not None:
             return MatchDecision(
                 ticket_id=ticket_id,
@@ -164,6 +168,8 @@ class Analyzer:
                 ticket_id=str(h.payload["ticket_id"]),
                 template=str(h.payload.get("template", "")),
                 similarity=h.score,
+                # a template made by other rules is not compared with this one's
+                comparable=h.payload.get("normalizer_version", self._version) == self._version,
             )
             for h in hits
         ]
