@@ -61,6 +61,7 @@ class Services:
     desk: TicketDesk
     catalog: RunbookCatalog
     responder: Responder
+    normalizer: LogNormalizer
 
     def tenants(self) -> list[str]:
         return self.backends.objects.list_prefixes("")
@@ -198,8 +199,9 @@ def build_services(
     groups: Grouper[InFlight, Awaitable[IncidentResult]] = (
         OneAtATime(decider.decide) if naive else Coalescer(decider.decide_groups)
     )
+    normalizer = LogNormalizer()
     responder = Responder(
-        normalizer=LogNormalizer(),
+        normalizer=normalizer,
         embedder=backends.embedder,
         decider=decider,
         groups=groups,
@@ -229,12 +231,14 @@ def build_services(
         desk=desk,
         catalog=catalog,
         responder=responder,
+        normalizer=normalizer,
     )
     tenants = services.tenants()
     for tenant in tenants:
         repaired = desk.reconcile(tenant, backends.embedder)
         if repaired:
             metrics.reconciled.inc(repaired)
+        desk.renormalize(tenant, backends.embedder, normalizer.normalize)
     metrics.runbooks.set(catalog.preload(tenants))
     metrics.dlq_depth.set(backends.dead_letters.depth())
     log.info("service.ready", tenants=len(tenants))

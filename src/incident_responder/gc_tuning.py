@@ -1,13 +1,11 @@
 """Garbage-collector settings for a long-running server.
 
-At ready the heap holds ~250k long-lived objects (the model's modules, pydantic
-schemas, the runbook library). CPython's full collections walk all of them: in a
-single-request storm (4,000 reports, 2 cores) 10 full collections took 117 ms each,
-1.2 s of held GIL and a stall of every request in flight each time. ``gc.freeze()``
-moves what exists at ready into a permanent generation the collector skips (full
-collections then take 3-4 ms), and a higher young-generation threshold turns ~1,200
-young collections per 4,000 requests into ~40: requests allocate many short-lived
-objects that are gone before a collection would find them.
+At ready the heap holds hundreds of thousands of long-lived objects (the model's modules,
+pydantic schemas, the runbook library), and CPython's full collections walk all of them
+while holding the GIL: every request in flight stalls each time. ``gc.freeze()`` moves what
+exists at ready into a permanent generation the collector skips, and a higher
+young-generation threshold makes young collections rarer: requests allocate many
+short-lived objects that are gone before a collection would find them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 idempotency records) from one ObjectStore to another, tenant by tenant, skipping
 objects the target already holds unchanged. ``reindex`` rebuilds the vector index
 from the documents alone (tickets keep the normalized text of every vector they
-own), so a new index backend can be filled from the ticket store.
+own), so a new index backend can be filled from the ticket store; tickets made by
+older normalizer rules are brought to the current ones on the way.
 """
 
 from __future__ import annotations
@@ -51,16 +52,20 @@ class ReindexReport:
     tickets: int = 0
     vectors_written: int = 0
     runbooks: int = 0
+    renormalized: int = 0
 
 
 def reindex(services: Services) -> ReindexReport:
-    """Write every vector the documents say should exist and is missing (idempotent)."""
+    """Write every vector the documents say should exist and is missing, tickets made by older
+    normalizer rules brought to the current ones first (idempotent)."""
     embedder = services.backends.embedder
     report = ReindexReport()
     tenants = services.tenants()
     for tenant in tenants:
         report.tenants += 1
         services.desk.reconcile(tenant, embedder)
+        services.tickets.set_normalizer_mark(tenant, "")  # check every ticket again
+        report.renormalized += services.desk.renormalize(tenant, embedder, services.normalizer.normalize)
         for ticket in services.tickets.iter_all(tenant):
             report.tickets += 1
             report.vectors_written += services.desk.reindex_ticket(ticket, embedder)

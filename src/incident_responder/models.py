@@ -82,6 +82,7 @@ class Signature(BaseModel):
 
     template: str
     embed_text: str
+    normalizer_version: str = ""  # the rules that made it ("": the ticket's own version)
 
 
 class Ticket(BaseModel):

@@ -6,6 +6,7 @@ Layout (identical on local disk and S3)::
     <tenant>/incidents/<incident_id>.json
     <tenant>/runbooks/<runbook_id>.json
     <tenant>/pending/group-<ticket_id>.json   intent marker of new tickets whose vectors may be missing
+    <tenant>/meta/normalizer.json             the normalizer version every ticket was brought to
     <tenant>/idempotency/...                  Idempotency-Key records (backends/idempotency/objects.py)
 """
 
@@ -148,8 +149,13 @@ class TicketRepository:
             )
         return self._commit([], writes, also)
 
-    def delete(self, tenant: str, ticket_id: str) -> None:
-        self._objects.delete(self.key(tenant, ticket_id))
+    def normalizer_mark(self, tenant: str) -> str | None:
+        """The normalizer version every ticket of ``tenant`` was brought to, if any was."""
+        found = self._objects.get(f"{tenant}/meta/normalizer.json")
+        return None if found is None else str(json.loads(found.data)["version"])
+
+    def set_normalizer_mark(self, tenant: str, version: str) -> None:
+        self._objects.put(f"{tenant}/meta/normalizer.json", json.dumps({"version": version}).encode())
 
     def iter_all(self, tenant: str) -> Iterator[Ticket]:
         for key in self._objects.list_keys(f"{tenant}/tickets/"):
@@ -203,9 +209,6 @@ class _TicketHead(BaseModel):
 class IncidentRepository:
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
-
-    def put(self, tenant: str, result: IncidentResult) -> None:
-        self._objects.put(f"{tenant}/incidents/{result.incident_id}.json", _dump(result))
 
     @staticmethod
     def writes(tenant: str, results: Sequence[IncidentResult]) -> list[ObjectWrite]:

@@ -415,8 +415,14 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="server processes (>1 needs Redis and a server vector index)"
     )
-    # prometheus-client's own variable (set by `serve --workers N`), read here like every other.
-    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    # Variables of other tools, read here like every other: prometheus-client's (set by
+    # `serve --workers N`) and the XDG base directory of caches.
+    prometheus_multiproc_dir: Path | None = Field(
+        None, validation_alias="PROMETHEUS_MULTIPROC_DIR", description="prometheus-client's multiprocess dir"
+    )
+    xdg_cache_home: Path | None = Field(
+        None, validation_alias="XDG_CACHE_HOME", description="caches go under it (unset: ~/.cache)"
+    )
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=LocalDeadLetterSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
@@ -447,6 +453,13 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"IR_API_KEYS_FILE {self.api_keys_file} does not exist")
         return self
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """Where the model's ONNX export is kept."""
+        if self.embedding.onnx_cache_dir is not None:
+            return self.embedding.onnx_cache_dir
+        return (self.xdg_cache_home or Path.home() / ".cache") / "incident-responder" / "onnx"
 
     def key_to_tenant(self) -> dict[str, str]:
         return parse_api_keys(self.api_keys.get_secret_value())
@@ -499,7 +512,8 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
     def walk(model: BaseModel, prefix: str) -> None:
         for name, info in type(model).model_fields.items():
             value = getattr(model, name)
-            env = f"{prefix}{name.upper()}"
+            alias = info.validation_alias
+            env = alias if isinstance(alias, str) else f"{prefix}{name.upper()}"
             if isinstance(value, BaseModel):
                 walk(value, env + "__")
                 continue

@@ -74,7 +74,7 @@ async def test_repeat_of_a_vanished_ticket_is_decided_again(make_services: Calla
     assert first.ticket_id is not None
     # The ticket and its vector disappear behind the cached fingerprint (as when reconcile
     # undoes an interrupted creation in another process).
-    services.tickets.delete("acme", first.ticket_id)
+    services.backends.objects.delete(services.tickets.key("acme", first.ticket_id))
     services.backends.index.delete(VectorFilter({"tenant": "acme", "ticket_id": first.ticket_id}))
     again = await services.responder.handle("acme", _report(1))
     assert again.status == "new" and again.ticket_id != first.ticket_id

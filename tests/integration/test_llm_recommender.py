@@ -104,7 +104,7 @@ def test_grounded_answer_is_cited_and_request_is_well_formed(fake: FakeOpenAI, m
         "payments-api cannot reach PostgreSQL. Likely causes: PostgreSQL refuses connections on 5432 "
         "(certain), pgbouncer is down (possible)."
     )
-    assert usage.snapshot() == {"prompt_tokens": 100, "completion_tokens": 20, "calls": 1}
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.calls) == (100, 20, 1)
     assert seen == [(100, 20)]
 
     (req,) = fake.requests

@@ -177,7 +177,7 @@ def build_embedder(settings: Settings) -> Embedder:
         batch_size=e.batch_size,
         threads=e.threads,
         runtime=e.runtime,
-        onnx_cache_dir=e.onnx_cache_dir,
+        onnx_cache_dir=settings.onnx_cache_dir,
         pass_tokens=e.pass_tokens,
         nice=e.nice,
     )

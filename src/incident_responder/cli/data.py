@@ -115,14 +115,15 @@ def migrate(
 def reindex(
     data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
 ) -> None:
-    """Rebuild the configured vector index from the tickets and runbooks (idempotent)."""
+    """Rebuild the configured vector index from the tickets and runbooks, tickets made by older
+    normalizer rules brought to the current ones (idempotent)."""
     from incident_responder.migration import reindex as rebuild
 
     with offline_services(data_dir) as services:
         r = rebuild(services)
     typer.echo(
         f"{r.tenants} tenants: {r.tickets} tickets checked, {r.vectors_written} vectors written, "
-        f"{r.runbooks} runbooks indexed"
+        f"{r.runbooks} runbooks indexed, {r.renormalized} tickets brought to the current normalizer"
     )
 
 

@@ -100,7 +100,9 @@ def prepare_model() -> None:
     settings = settings_or_exit(insecure_no_auth=True)
     configure_logging("warning", settings.log_format)
     e = settings.embedding
-    embedder = load_embedder(e.model_path, threads=1, runtime=e.runtime, onnx_cache_dir=e.onnx_cache_dir)
+    embedder = load_embedder(
+        e.model_path, threads=1, runtime=e.runtime, onnx_cache_dir=settings.onnx_cache_dir
+    )
     runtime = embedder.runtime if isinstance(embedder, BertEmbedder) else "sentence-transformers"
     embedder.embed(["disk full on db-1"])
     typer.echo(f"embedding model ready: {runtime}")

@@ -4,11 +4,9 @@ Up to ``concurrency`` batches run at once (one per model worker, see ``BertEmbed
 A text that finds a worker free starts a batch at once; while every worker is busy, new
 texts gather into the next batch (up to ``max_batch``), which starts as soon as a worker
 is free. So an idle server embeds a lone text without waiting, and a busy one runs
-bigger batches by itself (a pass on 16 texts costs ~5 ms of CPU per text, on one text
-~6-13 ms). ``max_wait`` > 0 also holds each batch back that long to let it fill: on 2
-cores the default 5 ms of earlier versions added 6 ms to a new incident's latency at
-idle (p50 23.8 -> 17.7 ms without it) and bought no throughput under load (single
-storm 502-536/s with it, 501-549 without), so the default is 0.
+bigger batches by itself, which cost less CPU per text. ``max_wait`` > 0 also holds each
+batch back that long to let it fill; it adds latency at idle and buys no throughput under
+load, so the default is 0.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from incident_responder.text.markdown import FENCE_RE, atx_heading, front_matter
 
 __all__ = ["chunk_runbook", "embedding_text", "runbook_title", "split_front_matter"]
 
-DEFAULT_MAX_CHARS = 800  # ~98% of chunks then fit all-MiniLM-L6-v2's 256 word pieces (1,500: ~89%)
+DEFAULT_MAX_CHARS = 800  # nearly every chunk then fits all-MiniLM-L6-v2's 256 word pieces
 # Bump when chunk boundaries or texts change, so that stored chunk vectors are re-embedded.
 CHUNKER_VERSION = "1"
 HEADING_SEPARATOR = " > "

@@ -74,17 +74,15 @@ class MatchDecision:
     related_ticket_ids: tuple[str, ...]
 
 
-# Calibrated with scripts/tune_dedup.py on the dev set (5 LogHub systems, 2,000 reports):
-# - template_similarity 0.92: dev F1/GA are flat from 0.92 to 1.0 (F1 0.999, GA 0.959); 0.90
-#   already merges "Failed none" into "Failed password" (1 word in 11 tokens, GA 0.945) and
-#   would merge 10-token "GET"/"POST" request lines; 0.85 drops GA to 0.914. 0.92 is the most
-#   tolerant value on the plateau: one unmasked word is forgiven only in templates of 13+ tokens.
-# - auto_merge 0.97 / semantic_min_template 0.6: the semantic tier changes nothing on dev for
-#   auto_merge 0.90..0.99 once it needs template likeness; without that (0.0) precision falls to
-#   0.954 ("user=<user>" present vs absent embed at cosine 0.98). Antonym pairs reach 0.947
-#   ("link up" / "link down"), hence 0.97, not 0.95.
-# - template_min_cosine 0.5: no effect on dev; a guard against two unrelated short messages
-#   that happen to share a skeleton.
+# Calibrated with scripts/tune_dedup.py on the dev set:
+# - template_similarity 0.92: the most tolerant value where quality is still flat; lower values
+#   merge "Failed none" into "Failed password" (one word in 11 tokens) and GET/POST request
+#   lines. One unmasked word is forgiven only in templates of 13+ tokens.
+# - auto_merge 0.97 / semantic_min_template 0.6: without template likeness the semantic tier
+#   merges "user=<user>" present and absent (cosine 0.98); antonym pairs ("link up" / "link
+#   down") reach cosine 0.95, hence 0.97.
+# - template_min_cosine 0.5: a guard against two unrelated short messages that happen to share
+#   a skeleton.
 # - related 0.75: a hint only, never merged.
 DEFAULT_THRESHOLDS: Final = MatchThresholds(
     template_similarity=0.92,

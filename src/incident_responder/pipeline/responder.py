@@ -41,7 +41,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 # Text work (normalizing, parsing) on requests holding at most this many characters runs on the
-# event loop (~0.1 ms); more runs in worker threads in slices of at most _SLICE_CHARS (~10 ms).
+# event loop (less work than a thread hop); more runs in worker threads, _SLICE_CHARS at a time.
 _INLINE_CHARS = 2_000
 _SLICE_CHARS = 64_000
 

@@ -25,6 +25,7 @@ import structlog
 from incident_responder.errors import LimitReached, NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
+from incident_responder.pipeline.normalize import NormalizedLog
 from incident_responder.ports import (
     Embedder,
     ObjectWrite,
@@ -39,8 +40,7 @@ from incident_responder.repositories import PendingMarkers, TicketRepository
 log = structlog.get_logger(__name__)
 
 # Occurrence comments kept per ticket (newest) by default; the count is exact regardless.
-# Every write of a ticket serializes, hashes and writes all of them: at 100 a storm's ticket
-# was 36 KB, and an all-repeat single-request storm ran 22-28 % faster at 20 (2 cores).
+# Every write of a ticket serializes and writes all of them, so a storm's ticket must stay small.
 MAX_OCCURRENCE_COMMENTS = 25
 _CAS_ATTEMPTS = 20
 # Backoff after the n-th lost round (from 0): up to min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) s.
@@ -112,7 +112,9 @@ class TicketDesk:
         if attempt + 1 < _CAS_ATTEMPTS:
             self._back_off(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
-    def _point(self, ticket: Ticket, report: Occurrence) -> VectorPoint:
+    def _point(self, ticket: Ticket, report: Occurrence, version: str | None = None) -> VectorPoint:
+        """The vector of one normalized form of ``ticket`` (made by the current rules, unless
+        ``version`` says which rules made it)."""
         if report.vector is None:
             raise ValueError("a report with a new fingerprint needs its vector")
         return VectorPoint(
@@ -126,7 +128,7 @@ class TicketDesk:
                 "fingerprint": report.fingerprint,
                 "template": report.template,  # read by dedup; the embed text lives in the ticket
                 "status": ticket.status,
-                "normalizer_version": self._normalizer_version,
+                "normalizer_version": version or self._normalizer_version,
             },
         )
 
@@ -161,7 +163,11 @@ class TicketDesk:
                 runbooks=list(draft.runbooks),
                 recommendation=draft.recommendation,
                 signatures={
-                    first.fingerprint: Signature(template=first.template, embed_text=first.embed_text)
+                    first.fingerprint: Signature(
+                        template=first.template,
+                        embed_text=first.embed_text,
+                        normalizer_version=self._normalizer_version,
+                    )
                 },
                 normalizer_version=self._normalizer_version,
                 comments=[
@@ -176,7 +182,9 @@ class TicketDesk:
             points.append(self._point(ticket, first))
             points.extend(
                 self._point(ticket, r)
-                for r in _apply(ticket, draft.reports[1:], self._keep_comments).new_templates
+                for r in _apply(
+                    ticket, draft.reports[1:], self._keep_comments, self._normalizer_version
+                ).new_templates
             )
             tickets.append(ticket)
         marker = self._pending.marker(tenant, [t.ticket_id for t in tickets])
@@ -223,7 +231,7 @@ class TicketDesk:
                     except NotFound as exc:
                         out[ticket_id] = exc
                         continue
-                    applied = _apply(ticket, group, self._keep_comments)
+                    applied = _apply(ticket, group, self._keep_comments, self._normalizer_version)
                     attached = Attached(ticket, applied.regressions)
                     writes = records(ticket_id, attached) if records is not None else ()
                     if applied.fresh:
@@ -327,11 +335,69 @@ class TicketDesk:
             return 0
         vectors = embedder.embed([sig.embed_text for _, sig in missing])
         points = [
-            self._point(ticket, Occurrence("", "", fp, sig.template, sig.embed_text, vectors[i]))
+            self._point(
+                ticket,
+                Occurrence("", "", fp, sig.template, sig.embed_text, vectors[i]),
+                sig.normalizer_version or ticket.normalizer_version,
+            )
             for i, (fp, sig) in enumerate(missing)
         ]
         self._index.upsert(points)
         return len(points)
+
+    def renormalize(self, tenant: str, embedder: Embedder, normalize: Callable[[str], NormalizedLog]) -> int:
+        """Bring every ticket of ``tenant`` made by older normalizer rules to the current ones:
+        the reports it keeps are normalized again, and each new form gets its signature and
+        vector (the old ones stay: their templates are only compared with their own version's).
+        Done once per rules version (a marker per tenant); returns how many tickets changed."""
+        if self._tickets.normalizer_mark(tenant) == self._normalizer_version:
+            return 0
+        changed = 0
+        for ticket in self._tickets.iter_all(tenant):
+            if ticket.normalizer_version != self._normalizer_version:
+                changed += self._renormalize_ticket(tenant, ticket.ticket_id, embedder, normalize)
+        self._tickets.set_normalizer_mark(tenant, self._normalizer_version)
+        return changed
+
+    def _renormalize_ticket(
+        self, tenant: str, ticket_id: str, embedder: Embedder, normalize: Callable[[str], NormalizedLog]
+    ) -> int:
+        current = self._normalizer_version
+        for attempt in range(_CAS_ATTEMPTS):
+            with self._turn(tenant):
+                ticket, version = self._tickets.get(tenant, ticket_id)
+                if ticket.normalizer_version == current:
+                    return 0
+                fresh: dict[str, NormalizedLog] = {}
+                for comment in ticket.comments:
+                    if comment.kind in ("occurrence", "regression"):
+                        norm = normalize(comment.body)
+                        if norm.fingerprint not in ticket.signatures:
+                            fresh.setdefault(norm.fingerprint, norm)
+                for sig in ticket.signatures.values():  # say which rules made the old forms
+                    sig.normalizer_version = sig.normalizer_version or ticket.normalizer_version
+                for fingerprint, norm in fresh.items():
+                    ticket.signatures[fingerprint] = Signature(
+                        template=norm.template, embed_text=norm.embed_text, normalizer_version=current
+                    )
+                ticket.normalizer_version = current
+                try:
+                    self._tickets.update(ticket, version)
+                except VersionConflict:
+                    self._lost(attempt, 1)
+                    continue
+            # The ticket first: if the vectors are lost now, ``reindex_ticket`` writes them.
+            if fresh:
+                vectors = embedder.embed([n.embed_text for n in fresh.values()])
+                self._index.upsert(
+                    [
+                        self._point(ticket, Occurrence("", "", fp, n.template, n.embed_text, vectors[i]))
+                        for i, (fp, n) in enumerate(fresh.items())
+                    ]
+                )
+            log.info("ticket.renormalized", tenant=tenant, ticket_id=ticket_id, forms=len(fresh))
+            return 1
+        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
 
 @dataclass
@@ -363,9 +429,9 @@ class _Applied:
     fresh: int  # reports not counted before
 
 
-def _apply(ticket: Ticket, reports: Sequence[Occurrence], keep: int) -> _Applied:
-    """Add ``reports`` to ``ticket`` in memory, skipping any it already counted (replays);
-    then keep its newest ``keep`` occurrence comments."""
+def _apply(ticket: Ticket, reports: Sequence[Occurrence], keep: int, version: str) -> _Applied:
+    """Add ``reports`` (normalized by the rules of ``version``) to ``ticket`` in memory, skipping
+    any it already counted (replays); then keep its newest ``keep`` occurrence comments."""
     counted = {c.incident_id for c in ticket.comments if c.incident_id}
     applied = _Applied(regressions=[], new_templates=[], fresh=0)
     for report in reports:
@@ -391,7 +457,7 @@ def _apply(ticket: Ticket, reports: Sequence[Occurrence], keep: int) -> _Applied
         )
         if report.fingerprint not in ticket.signatures:
             ticket.signatures[report.fingerprint] = Signature(
-                template=report.template, embed_text=report.embed_text
+                template=report.template, embed_text=report.embed_text, normalizer_version=version
             )
             applied.new_templates.append(report)
     _trim_occurrences(ticket, keep)

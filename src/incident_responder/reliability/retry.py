@@ -31,9 +31,8 @@ class RetryPolicy:
     deadline: float = 5.0  # total seconds spent retrying one call
 
     def run(self, fn: Callable[[], T], on_retry: Callable[[], None] | None = None) -> T:
-        # The first attempt runs bare: building and driving tenacity's state machine costs
-        # ~20 us of GIL-held time per call, paid on every store and index call of every
-        # request, while almost all of them succeed at once.
+        # The first attempt runs bare: tenacity's state machine costs GIL-held time on every
+        # store and index call of every request, while almost all of them succeed at once.
         try:
             return fn()
         except Exception as exc:

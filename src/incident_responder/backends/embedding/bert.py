@@ -45,14 +45,11 @@ from incident_responder.settings import usable_cores
 _TRANSFORMER = "sentence_transformers.models.Transformer"
 _POOLING = "sentence_transformers.models.Pooling"
 _NORMALIZE = "sentence_transformers.models.Normalize"
-# Texts per pass below which a batch is not split across workers: one thread spends ~13 ms
-# of CPU on a lone short text, ~7 ms each on 4, ~5 ms each from 16 on (2-core EPYC).
+# Texts per pass below which a batch is not split across workers: a pass's CPU per text
+# falls until about this many texts, so smaller batches are not worth splitting.
 _MIN_CHUNK = 16
-# Padded tokens per pass (texts x longest text) that a pass stays under by default. CPU per
-# text on one core of the 2-core EPYC (ONNX Runtime, texts of equal length): at 29 tokens
-# 5.4 ms in passes of 16, 5.8 of 32, 6.0 of 64; at 64 tokens 11.4 ms in passes of 8, 14.0
-# of 64; at 128 tokens 25.7 ms in passes of 4, 33.6 of 64. The best pass holds about 512
-# tokens, whatever the length (bench/README.md).
+# Padded tokens per pass (texts x longest text) that a pass stays under by default: the CPU
+# per text is lowest in passes of about this many tokens, whatever the texts' length.
 PASS_TOKENS = 512
 
 log = structlog.get_logger(__name__)

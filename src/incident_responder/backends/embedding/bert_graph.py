@@ -2,9 +2,9 @@
 
 Why a graph: run op by op from Python, a forward pass is ~100 torch calls, and each one
 releases the GIL and takes it back. In a server whose other threads run Python (the
-event loop, ticket writes), every take-back can wait a whole switch interval (5 ms), so
-one short text took 40-550 ms instead of 12 ms while another thread was busy. A scripted
-module releases the GIL once for the whole pass. Same arithmetic, same weights: vectors
+event loop, ticket writes), every take-back can wait a whole switch interval, so a short
+text took many times longer while another thread was busy. A scripted module releases the
+GIL once for the whole pass. Same arithmetic, same weights: vectors
 equal the eager pass to cosine >= 0.9999999 (``tests/unit/test_bert_embedder.py``).
 
 Imported lazily (it imports torch) by :class:`~.bert.BertEmbedder`.

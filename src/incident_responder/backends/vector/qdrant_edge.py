@@ -3,8 +3,8 @@
 Crash safety comes from the shard's write-ahead log: an acknowledged ``update`` is
 replayed on the next ``load`` even after ``kill -9``. A background thread flushes the
 shard every ``flush_seconds`` while there are writes, which lets Qdrant truncate the
-WAL: without it the WAL grows with every write (668 MiB per 300k points, all mapped
-into memory) and a restart replays all of it. ``optimize()`` is never called on the
+WAL: without it the WAL grows with every write (all of it mapped into memory) and a
+restart replays all of it. ``optimize()`` is never called on the
 request path (it rebuilds segments and can take minutes at scale); filtered queries
 are exact scans over the keyword payload indexes, which is what we want for "the
 reports of one tenant+service".
@@ -12,7 +12,7 @@ reports of one tenant+service".
 Three layout choices keep a million stored incidents small and fast (``bench/index_1m.py``):
 vectors are stored as float16 (half the memory; cosine scores move by < 1e-3); every
 point carries one ``_scope`` keyword (tenant, kind and service joined) so the dedup
-search filters on one indexed field instead of intersecting three (3-4x faster); and
+search filters on one indexed field instead of intersecting three; and
 only the fields that narrow a filter are indexed (see ``INDEXED_FIELDS``). Shards
 written before ``_scope`` existed are backfilled once when opened.
 """
@@ -38,8 +38,8 @@ SCOPE_FIELDS = ("tenant", "kind", "service")
 SCOPE = "_scope"
 # The keyword indexes of a new shard: every filter the service runs has one of these that
 # narrows it to a few points (tenant, kind and service through the scope; runbooks through
-# ``kind``). Each index costs ~110 MiB per million points, so tenant and service alone have
-# none (filters on them are checked on the narrowed points).
+# ``kind``). Each index costs memory per point, so tenant and service alone have none
+# (filters on them are checked on the narrowed points).
 INDEXED_FIELDS = ("kind", "ticket_id", "fingerprint", "runbook_id", SCOPE)
 # What shards written before the scope existed have.
 LEGACY_FIELDS = ("tenant", "kind", "service", "ticket_id", "fingerprint", "runbook_id")

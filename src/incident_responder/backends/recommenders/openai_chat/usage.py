@@ -50,12 +50,3 @@ class TokenUsage:
     def calls(self) -> int:
         with self._lock:
             return self._calls
-
-    def snapshot(self) -> dict[str, int]:
-        """A consistent copy of the three totals."""
-        with self._lock:
-            return {
-                "prompt_tokens": self._prompt,
-                "completion_tokens": self._completion,
-                "calls": self._calls,
-            }

@@ -1,4 +1,4 @@
-"""Caches and the micro-batcher, with a counting embedder (a port implementation, not a patch)."""
+"""The micro-batcher, with a counting embedder (a port implementation, not a patch)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from incident_responder.lru import LruCache
 from incident_responder.pipeline.batching import MicroBatcher
-from incident_responder.pipeline.tenant_vectors import TenantVectors
 
 
 class CountingEmbedder:
@@ -31,28 +29,6 @@ class CountingEmbedder:
             self.batches.append(list(texts))
         rows = [np.random.default_rng(abs(hash(t)) % 2**32).random(4).astype(np.float32) for t in texts]
         return np.stack([r / np.linalg.norm(r) for r in rows]) if rows else np.zeros((0, 4), np.float32)
-
-
-def test_lru_evicts_least_recently_used_and_counts() -> None:
-    seen: list[bool] = []
-    cache: LruCache[str, int] = LruCache(2, on_lookup=seen.append)
-    cache.put("a", 1)
-    cache.put("b", 2)
-    assert cache.get("a") == 1  # a is now the most recent
-    cache.put("c", 3)  # evicts b
-    assert cache.get("b") is None and cache.get("c") == 3 and len(cache) == 2
-    assert seen == [True, False, True]
-
-
-def test_tenant_vectors_answer_each_tenant_from_its_own_texts_only() -> None:
-    lookups: list[bool] = []
-    vectors = TenantVectors(LruCache(100, on_lookup=lookups.append))
-    x = np.ones(4, dtype=np.float32)
-    vectors.remember("acme", {"x": x})
-    assert vectors.known("acme", ["x", "y", "x"]).keys() == {"x"}  # each distinct text looked up once
-    assert lookups == [True, False]
-    assert vectors.known("globex", ["x"]) == {}  # another tenant's text is a miss
-    assert lookups[-1] is False
 
 
 async def test_concurrent_callers_share_one_model_call() -> None:
