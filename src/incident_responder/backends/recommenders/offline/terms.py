@@ -1,105 +1,17 @@
 """The terms a step shares with a log: stemmed content words, CamelCase identifiers with
-their parts; rarer shared terms weigh more (IDF over the candidate steps)."""
+their parts; rarer shared terms weigh more (IDF over the candidate steps).
+
+Stop words, stemming and the CamelCase split are runbook retrieval's (``text.terms``).
+"""
 
 from __future__ import annotations
 
 import functools
 import re
 
-from incident_responder.text.terms import camel_parts
+from incident_responder.text.terms import STOPWORDS, camel_parts, stem
 
 _WORD_RE = re.compile(r"[^\W_]+")
-
-_STOPWORDS = frozenset(
-    {
-        "the",
-        "and",
-        "for",
-        "with",
-        "from",
-        "that",
-        "this",
-        "these",
-        "those",
-        "not",
-        "are",
-        "was",
-        "were",
-        "has",
-        "have",
-        "had",
-        "but",
-        "you",
-        "your",
-        "our",
-        "its",
-        "into",
-        "onto",
-        "than",
-        "then",
-        "when",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "all",
-        "any",
-        "each",
-        "some",
-        "such",
-        "only",
-        "also",
-        "more",
-        "most",
-        "other",
-        "out",
-        "over",
-        "under",
-        "after",
-        "before",
-        "once",
-        "been",
-        "being",
-        "does",
-        "did",
-        "doing",
-        "there",
-        "here",
-        "they",
-        "them",
-        "their",
-        "about",
-        "above",
-        "below",
-        "again",
-        "very",
-        "just",
-        "off",
-        "per",
-        "via",
-        "use",
-        "used",
-        "using",
-        "run",
-        "see",
-    }
-)
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s")
-
-
-def _stem(word: str) -> str:
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-            break
-    if word.endswith("e") and len(word) > 4:
-        word = word[:-1]
-    return word
 
 
 @functools.lru_cache(maxsize=16384)
@@ -110,9 +22,9 @@ def _word_terms(word: str) -> tuple[str, ...]:
     out: list[str] = []
     for part in parts:
         token = part.lower()
-        if len(token) < 3 or token in _STOPWORDS or (token.isdigit() and len(token) > 5):
+        if len(token) < 3 or token in STOPWORDS or (token.isdigit() and len(token) > 5):
             continue
-        out.append(_stem(token))
+        out.append(stem(token))
     return tuple(out)
 
 
