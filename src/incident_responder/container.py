@@ -36,6 +36,7 @@ from incident_responder.pipeline.runbook_index import RunbookIndex
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
+from incident_responder.pipeline.ticket_upkeep import TicketUpkeep
 from incident_responder.pipeline.ticketing import TicketDesk
 from incident_responder.ports import Embedder
 from incident_responder.repositories import (
@@ -59,6 +60,7 @@ class Services:
     tickets: TicketRepository
     incidents: IncidentRepository
     desk: TicketDesk
+    upkeep: TicketUpkeep
     catalog: RunbookCatalog
     responder: Responder
     normalizer: LogNormalizer
@@ -152,6 +154,13 @@ def build_services(
         occurrence_comments=settings.occurrence_comments,
         max_comments=settings.max_comments,
     )
+    upkeep = TicketUpkeep(
+        tickets=tickets,
+        pending=PendingMarkers(objects),
+        index=index,
+        normalizer_version=NORMALIZER_VERSION,
+        write_lock=backends.write_lock,
+    )
     catalog = RunbookCatalog(
         repo=RunbookRepository(objects),
         index=index,
@@ -205,7 +214,7 @@ def build_services(
         embedder=backends.embedder,
         decider=decider,
         groups=groups,
-        desk=desk,
+        upkeep=upkeep,
         catalog=catalog,
         incidents=incidents,
         dead_letters=backends.dead_letters,
@@ -229,16 +238,17 @@ def build_services(
         tickets=tickets,
         incidents=incidents,
         desk=desk,
+        upkeep=upkeep,
         catalog=catalog,
         responder=responder,
         normalizer=normalizer,
     )
     tenants = services.tenants()
     for tenant in tenants:
-        repaired = desk.reconcile(tenant, backends.embedder)
+        repaired = upkeep.reconcile(tenant, backends.embedder)
         if repaired:
             metrics.reconciled.inc(repaired)
-        desk.renormalize(tenant, backends.embedder, normalizer.normalize)
+        upkeep.renormalize(tenant, backends.embedder, normalizer.normalize)
     metrics.runbooks.set(catalog.preload(tenants))
     metrics.dlq_depth.set(backends.dead_letters.depth())
     log.info("service.ready", tenants=len(tenants))

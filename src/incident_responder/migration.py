@@ -63,12 +63,12 @@ def reindex(services: Services) -> ReindexReport:
     tenants = services.tenants()
     for tenant in tenants:
         report.tenants += 1
-        services.desk.reconcile(tenant, embedder)
+        services.upkeep.reconcile(tenant, embedder)
         services.tickets.set_normalizer_mark(tenant, "")  # check every ticket again
-        report.renormalized += services.desk.renormalize(tenant, embedder, services.normalizer.normalize)
+        report.renormalized += services.upkeep.renormalize(tenant, embedder, services.normalizer.normalize)
         for ticket in services.tickets.iter_all(tenant):
             report.tickets += 1
-            report.vectors_written += services.desk.reindex_ticket(ticket, embedder)
+            report.vectors_written += services.upkeep.reindex_ticket(ticket, embedder)
     # Preloading re-embeds every runbook whose chunk vectors are missing or stale.
     report.runbooks = services.catalog.preload(tenants)
     return report

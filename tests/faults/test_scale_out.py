@@ -4,9 +4,6 @@ an S3 server (moto) and a pgvector index: exactly one ticket with 1,000 occurren
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,7 +15,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.s3_servers import S3Server, free_port
+from tests.s3_servers import S3Server
+from tests.servers import ServeProcess
 
 KEY = {"X-API-Key": "acme-key-123"}
 REPORTS = 1000
@@ -33,15 +31,12 @@ def _log(i: int) -> str:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list[int]]:
+def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list[ServeProcess]]:
     with redis.Redis.from_url("redis://127.0.0.1:6379/0") as client:
         client.ping()
     run = uuid.uuid4().hex[:10]
     env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "IR_API_KEYS": "acme:acme-key-123",
-        "IR_LOG_LEVEL": "warning",
         "IR_TICKETS__KIND": "s3",
         "IR_TICKETS__BUCKET": moto_s3.bucket,
         "IR_TICKETS__PREFIX": f"scale-{run}",
@@ -55,46 +50,16 @@ def fleet(tmp_path: Path, moto_s3: S3Server, pgvector_dsn: str) -> Iterator[list
         "IR_RATE_LIMIT__PER_KEY": "",
         "IR_RATE_LIMIT__PER_TENANT": "",
     }
-    ports = [free_port() for _ in range(PROCESSES)]
-    logs = [open(tmp_path / f"r{n}.log", "wb") for n in range(PROCESSES)]  # noqa: SIM115 - closed below
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "incident_responder",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / f"r{n}"),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=logs[n],
-        )
-        for n, port in enumerate(ports)
-    ]
+    servers = [ServeProcess(tmp_path / f"r{n}", env) for n in range(PROCESSES)]
     try:
-        deadline = time.time() + 180
-        for port, proc in zip(ports, procs, strict=True):
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp_path / f"r{ports.index(port)}.log").read_text()[-2000:])
-                time.sleep(0.3)
-        yield ports
+        for server in servers:
+            server.spawn()
+        for server in servers:
+            server.wait_ready()
+        yield servers
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-        for fh in logs:
-            fh.close()
+        for server in servers:
+            server.stop()
 
 
 def _sample(exposition: str, name: str) -> float:
@@ -105,18 +70,14 @@ def _sample(exposition: str, name: str) -> float:
     raise AssertionError(f"{name} is not exported")
 
 
-def _server_logs(tmp_path: Path) -> str:
-    return "servers' logs (warnings and up):\n" + "\n".join(
-        (tmp_path / f"r{n}.log").read_text(errors="replace")[-1500:] for n in range(PROCESSES)
-    )
+def _server_logs(fleet: list[ServeProcess]) -> str:
+    return "servers' logs (warnings and up):\n" + "\n".join(server.log()[-1500:] for server in fleet)
 
 
 @pytest.mark.slow
-def test_thousand_identical_incidents_across_four_processes(fleet: list[int], tmp_path: Path) -> None:
+def test_thousand_identical_incidents_across_four_processes(fleet: list[ServeProcess]) -> None:
     async def storm() -> list[httpx.Response]:
-        clients = [
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", headers=KEY, timeout=120) for p in fleet
-        ]
+        clients = [httpx.AsyncClient(base_url=server.url, headers=KEY, timeout=120) for server in fleet]
         gate = asyncio.Semaphore(64)
 
         async def one(i: int) -> httpx.Response:
@@ -139,20 +100,16 @@ def test_thousand_identical_incidents_across_four_processes(fleet: list[int], tm
     failed = [r for r in replies if r.status_code not in (200, 201)]
     assert not failed, (
         f"{len(failed)} failed replies, e.g. {failed[0].status_code} {failed[0].text[:500]}\n"
-        + _server_logs(tmp_path)
+        + _server_logs(fleet)
     )
     assert codes == Counter({201: 1, 200: REPORTS - 1})
     tickets = {r.json()["ticket_id"] for r in replies}
     assert len(tickets) == 1
-    ticket = httpx.get(
-        f"http://127.0.0.1:{fleet[0]}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10
-    ).json()
-    assert ticket["occurrences"] == REPORTS, _server_logs(tmp_path)
+    ticket = httpx.get(f"{fleet[0].url}/v1/tickets/{tickets.pop()}", headers=KEY, timeout=10).json()
+    assert ticket["occurrences"] == REPORTS, _server_logs(fleet)
     # The replicas took turns writing the ticket: no compare-and-swap round was lost.
     lost = [
-        _sample(
-            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text, "ir_ticket_write_conflicts_total"
-        )
-        for port in fleet
+        _sample(httpx.get(f"{server.url}/metrics", timeout=10).text, "ir_ticket_write_conflicts_total")
+        for server in fleet
     ]
     assert lost == [0.0] * PROCESSES

@@ -4,11 +4,6 @@ adds up every worker's counts, whichever worker answers the scrape."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,50 +13,30 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import db_log, disk_log, tls_log
-from tests.s3_servers import free_port
+from tests.servers import ServeProcess
 
 KEY = {"X-API-Key": "acme-key-123"}
 
 
 @pytest.fixture
 def two_workers(tmp_path: Path, pgvector_dsn: str) -> Iterator[tuple[int, Path]]:
-    port = free_port()
     env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "IR_API_KEYS": "acme:acme-key-123",
-        "IR_LOG_LEVEL": "warning",
         "IR_VECTOR__KIND": "pgvector",
         "IR_VECTOR__DSN": pgvector_dsn,
         "IR_VECTOR__TABLE": f"workers_{uuid.uuid4().hex[:10]}",
         "IR_REDIS__URL": "redis://127.0.0.1:6379/0",
         "IR_RATE_LIMIT__PER_KEY": "",
         "IR_RATE_LIMIT__PER_TENANT": "",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "incident_responder", "serve", "--workers", "2", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+    # several answers in a row: both workers are up
+    server = ServeProcess(tmp_path / "data", env, args=("--workers", "2"), ready_answers=6)
+    server.start()
     try:
-        deadline = time.time() + 180
-        ready = 0
-        while ready < 6:  # several answers in a row: both workers are up
-            try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-                ready = ready + 1 if ok else 0
-            except httpx.HTTPError:
-                ready = 0
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield port, tmp_path / "metrics"
+        yield server.port, tmp_path / "metrics"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
+        server.stop()
 
 
 def _incidents_total(text: str) -> float:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +18,7 @@ from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, crash
 from tests.helpers import db_log, disk_log
+from tests.servers import ServeProcess
 
 
 async def test_state_survives_restart(
@@ -123,48 +120,14 @@ async def test_vector_without_ticket_is_removed_at_startup(
     assert result.status == "new"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "IR_API_KEYS": "acme:acme-key-123", "HF_HUB_OFFLINE": "1", "IR_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "incident_responder",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("server exited during start-up")
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server not ready in 90 s")
+def _server(data_dir: Path) -> ServeProcess:
+    return ServeProcess(data_dir, {"IR_API_KEYS": "acme:acme-key-123"})
 
 
 @pytest.mark.slow
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    port = _free_port()
-    data = tmp_path / "data"
-    proc = _start_server(data, port)
+    server = _server(tmp_path / "data").start()
+    port = server.port
     acked: list[dict[str, str]] = []
     headers = {"X-API-Key": "acme-key-123"}
     import threading
@@ -192,11 +155,10 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     worker.start()
     while len(acked) < 40:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    server.kill()
     worker.join()
 
-    proc = _start_server(data, port)
+    server.start()  # the same data dir and port
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as http:
             for result in acked:
@@ -209,18 +171,16 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             assert again["status"] == "existing"
             assert again["ticket_id"] == acked[1]["ticket_id"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0
+        code = server.stop(timeout=30)
+    assert code == 0
 
 
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
     import concurrent.futures
 
-    port = _free_port()
-    data = tmp_path / "data"
-    proc = _start_server(data, port)
+    server = _server(tmp_path / "data").start()
+    port = server.port
     headers = {"X-API-Key": "acme-key-123"}
 
     # One client made up front: making one per request costs tens of ms of CPU each (its
@@ -241,18 +201,18 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None
         futures = [pool.submit(post, i) for i in range(48)]
         # SIGTERM once the server is answering, with up to 15 more requests in flight.
         concurrent.futures.wait(futures, timeout=60, return_when=concurrent.futures.FIRST_COMPLETED)
-        proc.send_signal(signal.SIGTERM)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
         results = [f.result() for f in futures]
-    assert proc.wait(timeout=60) == 0
+    assert server.stop(timeout=60) == 0
     acked = [r for r in results if r is not None]
     print(f"\nSIGTERM with requests in flight: {len(acked)} of {len(results)} answered")
     assert acked, "some requests were in flight when SIGTERM arrived"
 
-    proc = _start_server(data, port)
+    server.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as http:
             for result in acked:
                 assert http.get(f"/v1/incidents/{result['incident_id']}").json() == result
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop(timeout=30)

@@ -283,7 +283,7 @@ def test_a_ticket_that_keeps_changing_is_a_version_conflict(tmp_path: Path) -> N
     desk = _desk(objects, back_off=caps.append, conflicts=conflicts)
     with pytest.raises(VersionConflict, match="gave up after 20 attempts"):
         desk.attach("acme", {ticket_id: [_report("1")]})
-    assert len(conflicts) == ticketing._CAS_ATTEMPTS == 20
+    assert len(conflicts) == ticketing.CAS_ATTEMPTS == 20
     assert len(caps) == 19  # no wait after the last round
     objects.refusals = 0
     assert _occurrences(objects, ticket_id) == 1  # nothing half-written

@@ -11,22 +11,14 @@ from __future__ import annotations
 import http.client
 import multiprocessing
 import multiprocessing.connection
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
 
-import httpx
 import pytest
 
-from tests.s3_servers import free_port
+from tests.servers import ServeProcess as Server
 
 REQUEST_LIMIT = 1.0
 STALL_LIMIT = 0.25
@@ -35,62 +27,6 @@ ACME = {"X-API-Key": "acme-key-123"}
 ACME_OTHER = {"X-API-Key": "acme-key-789"}
 GLOBEX = {"X-API-Key": "globex-key-456"}
 METRICS_TOKEN = "metrics-token-0001"
-
-
-@dataclass
-class Server:
-    """One ``incident-responder serve`` process on a free port."""
-
-    data_dir: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    ready_seconds: float = 0.0
-    _log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Server:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "IR_LOG_LEVEL": "warning", **self.env}
-        self._log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115 - closed by stop()
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "incident_responder", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            env=env, stdout=self._log, stderr=self._log,
-        )  # fmt: skip
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError(self.log()[-3000:])
-            time.sleep(0.05)
-        self.ready_seconds = time.perf_counter() - started
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log(self) -> str:
-        return (self.data_dir.parent / f"server-{self.port}.log").read_text(errors="replace")
-
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
 
 
 def _poll(port: int, conn: multiprocessing.connection.Connection) -> None:

@@ -13,7 +13,7 @@ import typer
 from incident_responder.cli.common import app, settings_or_exit
 from incident_responder.errors import ConfigError
 from incident_responder.logs import configure_logging
-from incident_responder.settings import Settings, describe, load_settings
+from incident_responder.settings import Settings, describe, load_settings, reference_markdown
 
 
 @app.command()
@@ -76,8 +76,16 @@ def _serve_workers(settings: Settings, **given: Any) -> None:
 
 
 @app.command()
-def config(show_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def config(
+    show_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print the reference of every setting (docs/settings.md)")
+    ] = False,
+) -> None:
     """Print every setting (secrets masked)."""
+    if markdown:
+        typer.echo(reference_markdown(), nl=False)
+        return
     try:
         settings = load_settings()
     except ConfigError:

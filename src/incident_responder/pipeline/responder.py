@@ -33,7 +33,7 @@ from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
-from incident_responder.pipeline.ticketing import TicketDesk
+from incident_responder.pipeline.ticket_upkeep import TicketUpkeep
 from incident_responder.ports import DeadLetterQueue, Embedder, Vector
 from incident_responder.repositories import IncidentRepository
 
@@ -57,7 +57,7 @@ class Responder:
         embedder: Embedder,
         decider: Decider,
         groups: Grouper[InFlight, Awaitable[IncidentResult]],
-        desk: TicketDesk,
+        upkeep: TicketUpkeep,
         catalog: RunbookCatalog,
         incidents: IncidentRepository,
         dead_letters: DeadLetterQueue,
@@ -71,7 +71,7 @@ class Responder:
         self._embedder = embedder
         self._decider = decider
         self._groups = groups
-        self._desk = desk
+        self._upkeep = upkeep
         self._catalog = catalog
         self._incidents = incidents
         self._dead_letters = dead_letters
@@ -256,7 +256,7 @@ class Responder:
         Interrupted ticket openings of the tenant are repaired first: a report is queued
         when its group failed part-way, e.g. its ticket and record landed and the vector
         upsert did not, and then its stored record alone does not make it whole."""
-        await self._stages.run("reconcile", lambda: self._desk.reconcile(letter.tenant, self._embedder))
+        await self._stages.run("reconcile", lambda: self._upkeep.reconcile(letter.tenant, self._embedder))
         try:
             return await self._stages.run(
                 "store", lambda: self._incidents.get(letter.tenant, letter.incident_id)

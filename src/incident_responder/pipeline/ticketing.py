@@ -25,9 +25,7 @@ import structlog
 from incident_responder.errors import LimitReached, NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
-from incident_responder.pipeline.normalize import NormalizedLog
 from incident_responder.ports import (
-    Embedder,
     ObjectWrite,
     Vector,
     VectorFilter,
@@ -42,10 +40,10 @@ log = structlog.get_logger(__name__)
 # Occurrence comments kept per ticket (newest) by default; the count is exact regardless.
 # Every write of a ticket serializes and writes all of them, so a storm's ticket must stay small.
 MAX_OCCURRENCE_COMMENTS = 25
-_CAS_ATTEMPTS = 20
-# Backoff after the n-th lost round (from 0): up to min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) s.
-_BACKOFF_BASE = 0.002
-_BACKOFF_CAP = 0.2
+CAS_ATTEMPTS = 20
+# Backoff after the n-th lost round (from 0): up to min(BACKOFF_CAP, BACKOFF_BASE * 2**n) s.
+BACKOFF_BASE = 0.002
+BACKOFF_CAP = 0.2
 
 
 def full_jitter(cap: float) -> None:
@@ -67,6 +65,31 @@ class Occurrence:
 
 def incident_point_id(tenant: str, ticket_id: str, fingerprint: str) -> str:
     return point_id(tenant, "incident", ticket_id, fingerprint)
+
+
+def write_turn(write_lock: WriteLock | None, tenant: str) -> AbstractContextManager[None]:
+    """The tenant's turn to write tickets (none needed when this process writes alone)."""
+    return nullcontext() if write_lock is None else write_lock.hold(tenant)
+
+
+def incident_point(ticket: Ticket, report: Occurrence, version: str) -> VectorPoint:
+    """The vector of one normalized form of ``ticket``, made by the rules of ``version``."""
+    if report.vector is None:
+        raise ValueError("a report with a new fingerprint needs its vector")
+    return VectorPoint(
+        id=incident_point_id(ticket.tenant, ticket.ticket_id, report.fingerprint),
+        vector=report.vector,
+        payload={
+            "tenant": ticket.tenant,
+            "kind": "incident",
+            "service": ticket.service,
+            "ticket_id": ticket.ticket_id,
+            "fingerprint": report.fingerprint,
+            "template": report.template,  # read by dedup; the embed text lives in the ticket
+            "status": ticket.status,
+            "normalizer_version": version,
+        },
+    )
 
 
 class TicketDesk:
@@ -103,34 +126,14 @@ class TicketDesk:
         self._on_conflict = on_conflict
 
     def _turn(self, tenant: str) -> AbstractContextManager[None]:
-        return nullcontext() if self._write_lock is None else self._write_lock.hold(tenant)
+        return write_turn(self._write_lock, tenant)
 
     def _lost(self, attempt: int, conflicts: int) -> None:
         """``conflicts`` writes of round ``attempt`` (from 0) lost: count them, then back off."""
         if self._on_conflict is not None:
             self._on_conflict(conflicts)
-        if attempt + 1 < _CAS_ATTEMPTS:
-            self._back_off(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
-
-    def _point(self, ticket: Ticket, report: Occurrence, version: str | None = None) -> VectorPoint:
-        """The vector of one normalized form of ``ticket`` (made by the current rules, unless
-        ``version`` says which rules made it)."""
-        if report.vector is None:
-            raise ValueError("a report with a new fingerprint needs its vector")
-        return VectorPoint(
-            id=incident_point_id(ticket.tenant, ticket.ticket_id, report.fingerprint),
-            vector=report.vector,
-            payload={
-                "tenant": ticket.tenant,
-                "kind": "incident",
-                "service": ticket.service,
-                "ticket_id": ticket.ticket_id,
-                "fingerprint": report.fingerprint,
-                "template": report.template,  # read by dedup; the embed text lives in the ticket
-                "status": ticket.status,
-                "normalizer_version": version or self._normalizer_version,
-            },
-        )
+        if attempt + 1 < CAS_ATTEMPTS:
+            self._back_off(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
     def open_many(
         self,
@@ -179,9 +182,9 @@ class TicketDesk:
                     )
                 ],
             )
-            points.append(self._point(ticket, first))
+            points.append(incident_point(ticket, first, self._normalizer_version))
             points.extend(
-                self._point(ticket, r)
+                incident_point(ticket, r, self._normalizer_version)
                 for r in _apply(
                     ticket, draft.reports[1:], self._keep_comments, self._normalizer_version
                 ).new_templates
@@ -220,7 +223,7 @@ class TicketDesk:
         points: list[VectorPoint] = []
         reopened: list[Ticket] = []
         with self._turn(tenant):
-            for attempt in range(_CAS_ATTEMPTS):
+            for attempt in range(CAS_ATTEMPTS):
                 if not todo:
                     break
                 changed: list[tuple[Ticket, str, _Applied]] = []
@@ -249,7 +252,9 @@ class TicketDesk:
                         todo[ticket.ticket_id] = list(reports[ticket.ticket_id])
                         continue
                     out[ticket.ticket_id] = Attached(ticket, applied.regressions)
-                    points.extend(self._point(ticket, r) for r in applied.new_templates)
+                    points.extend(
+                        incident_point(ticket, r, self._normalizer_version) for r in applied.new_templates
+                    )
                     if any(applied.regressions):
                         reopened.append(ticket)
                     else:  # read from here on, never changed: the next get may have it unparsed
@@ -264,7 +269,7 @@ class TicketDesk:
             self._index.set_payload(self._ticket_filter(ticket), {"status": "open"})
         if todo:
             raise VersionConflict(
-                f"tickets {sorted(todo)} kept changing; gave up after {_CAS_ATTEMPTS} attempts"
+                f"tickets {sorted(todo)} kept changing; gave up after {CAS_ATTEMPTS} attempts"
             )
         return out
 
@@ -291,7 +296,7 @@ class TicketDesk:
         return ticket
 
     def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], None]) -> Ticket:
-        for attempt in range(_CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             with self._turn(tenant):
                 ticket, version = self._tickets.get(tenant, ticket_id)
                 change(ticket)
@@ -301,103 +306,11 @@ class TicketDesk:
                 except VersionConflict:
                     pass
             self._lost(attempt, 1)
-        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {CAS_ATTEMPTS} attempts")
 
     @staticmethod
     def _ticket_filter(ticket: Ticket) -> VectorFilter:
         return VectorFilter({"tenant": ticket.tenant, "kind": "incident", "ticket_id": ticket.ticket_id})
-
-    def reconcile(self, tenant: str, embedder: Embedder) -> int:
-        """Finish or undo every interrupted ticket creation of ``tenant``; returns how many were repaired."""
-        repaired = 0
-        for marker, ticket_ids in self._pending.all(tenant):
-            for ticket_id in ticket_ids:
-                where = VectorFilter({"tenant": tenant, "kind": "incident", "ticket_id": ticket_id})
-                if not self._tickets.exists(tenant, ticket_id):
-                    self._index.delete(where)
-                    log.warning("reconcile.vector_without_ticket", tenant=tenant, ticket_id=ticket_id)
-                else:
-                    ticket, _ = self._tickets.get(tenant, ticket_id)
-                    self.reindex_ticket(ticket, embedder)
-                    log.warning("reconcile.ticket_without_vector", tenant=tenant, ticket_id=ticket_id)
-                repaired += 1
-            self._pending.clear(marker)  # only once every ticket it marks is whole
-        return repaired
-
-    def reindex_ticket(self, ticket: Ticket, embedder: Embedder) -> int:
-        """Write every missing vector of ``ticket`` from its stored signatures; returns how many."""
-        missing = [
-            (fp, sig)
-            for fp, sig in ticket.signatures.items()
-            if not self._index.exists(incident_point_id(ticket.tenant, ticket.ticket_id, fp))
-        ]
-        if not missing:
-            return 0
-        vectors = embedder.embed([sig.embed_text for _, sig in missing])
-        points = [
-            self._point(
-                ticket,
-                Occurrence("", "", fp, sig.template, sig.embed_text, vectors[i]),
-                sig.normalizer_version or ticket.normalizer_version,
-            )
-            for i, (fp, sig) in enumerate(missing)
-        ]
-        self._index.upsert(points)
-        return len(points)
-
-    def renormalize(self, tenant: str, embedder: Embedder, normalize: Callable[[str], NormalizedLog]) -> int:
-        """Bring every ticket of ``tenant`` made by older normalizer rules to the current ones:
-        the reports it keeps are normalized again, and each new form gets its signature and
-        vector (the old ones stay: their templates are only compared with their own version's).
-        Done once per rules version (a marker per tenant); returns how many tickets changed."""
-        if self._tickets.normalizer_mark(tenant) == self._normalizer_version:
-            return 0
-        changed = 0
-        for ticket in self._tickets.iter_all(tenant):
-            if ticket.normalizer_version != self._normalizer_version:
-                changed += self._renormalize_ticket(tenant, ticket.ticket_id, embedder, normalize)
-        self._tickets.set_normalizer_mark(tenant, self._normalizer_version)
-        return changed
-
-    def _renormalize_ticket(
-        self, tenant: str, ticket_id: str, embedder: Embedder, normalize: Callable[[str], NormalizedLog]
-    ) -> int:
-        current = self._normalizer_version
-        for attempt in range(_CAS_ATTEMPTS):
-            with self._turn(tenant):
-                ticket, version = self._tickets.get(tenant, ticket_id)
-                if ticket.normalizer_version == current:
-                    return 0
-                fresh: dict[str, NormalizedLog] = {}
-                for comment in ticket.comments:
-                    if comment.kind in ("occurrence", "regression"):
-                        norm = normalize(comment.body)
-                        if norm.fingerprint not in ticket.signatures:
-                            fresh.setdefault(norm.fingerprint, norm)
-                for sig in ticket.signatures.values():  # say which rules made the old forms
-                    sig.normalizer_version = sig.normalizer_version or ticket.normalizer_version
-                for fingerprint, norm in fresh.items():
-                    ticket.signatures[fingerprint] = Signature(
-                        template=norm.template, embed_text=norm.embed_text, normalizer_version=current
-                    )
-                ticket.normalizer_version = current
-                try:
-                    self._tickets.update(ticket, version)
-                except VersionConflict:
-                    self._lost(attempt, 1)
-                    continue
-            # The ticket first: if the vectors are lost now, ``reindex_ticket`` writes them.
-            if fresh:
-                vectors = embedder.embed([n.embed_text for n in fresh.values()])
-                self._index.upsert(
-                    [
-                        self._point(ticket, Occurrence("", "", fp, n.template, n.embed_text, vectors[i]))
-                        for i, (fp, n) in enumerate(fresh.items())
-                    ]
-                )
-            log.info("ticket.renormalized", tenant=tenant, ticket_id=ticket_id, forms=len(fresh))
-            return 1
-        raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
 
 @dataclass

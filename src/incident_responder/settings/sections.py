@@ -1,22 +1,12 @@
-"""The only reader of the environment: every setting, its default and its validation.
-
-Environment variables use the prefix ``IR_`` and ``__`` between nested sections
-(``IR_DEDUP__AUTO_MERGE=0.9``). The same names may be put in a config file (dotenv
-syntax) named by ``IR_CONFIG_FILE``; real environment variables win over it.
-"""
+"""The sections of the settings, one model per concern (and per backend kind)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from incident_responder.errors import ConfigError
-
-_SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class DedupSettings(BaseModel):
@@ -102,25 +92,25 @@ class EmbeddedVectorSettings(BaseModel):
 class QdrantVectorSettings(BaseModel):
     kind: Literal["qdrant"]
     url: str = Field(description="Qdrant server URL, e.g. http://qdrant:6333")
-    api_key: SecretStr = SecretStr("")
+    api_key: SecretStr = Field(SecretStr(""), description="Qdrant API key (unset: none)")
     collection: str = Field("incident_responder", description="collection name (tenant is in the payload)")
-    timeout: float = Field(5.0, gt=0.0, le=120.0)
+    timeout: float = Field(5.0, gt=0.0, le=120.0, description="seconds per Qdrant call")
 
 
 class PgVectorSettings(BaseModel):
     kind: Literal["pgvector"]
     dsn: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
-    table: str = Field("ir_vectors", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    max_connections: int = Field(8, ge=1, le=200)
-    statement_timeout_ms: int = Field(10_000, ge=100, le=600_000)
+    table: str = Field("ir_vectors", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="table of the vectors")
+    max_connections: int = Field(8, ge=1, le=200, description="connections in the pool at most")
+    statement_timeout_ms: int = Field(10_000, ge=100, le=600_000, description="PostgreSQL statement_timeout")
 
 
 class PineconeVectorSettings(BaseModel):
     kind: Literal["pinecone"]
     index_host: str = Field(description="the index's data-plane host from the Pinecone console")
-    api_key: SecretStr
+    api_key: SecretStr = Field(description="Pinecone API key")
     namespace_prefix: str = Field("", description="prefix of the per-tenant namespaces")
-    timeout: float = Field(10.0, gt=0.0, le=120.0)
+    timeout: float = Field(10.0, gt=0.0, le=120.0, description="seconds per Pinecone call")
 
 
 VectorSettings = Annotated[
@@ -137,14 +127,14 @@ class LocalTicketSettings(BaseModel):
 
 class S3TicketSettings(BaseModel):
     kind: Literal["s3"]
-    bucket: str = Field(min_length=3, max_length=63)
+    bucket: str = Field(min_length=3, max_length=63, description="the bucket of the documents")
     prefix: str = Field("", description="key prefix inside the bucket")
     endpoint_url: str | None = Field(None, description="any S3-compatible endpoint (MinIO, SeaweedFS, R2...)")
-    region: str = "us-east-1"
+    region: str = Field("us-east-1", description="AWS region")
     access_key_id: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
-    secret_access_key: SecretStr = SecretStr("")
-    connect_timeout: float = Field(3.0, gt=0.0, le=60.0)
-    read_timeout: float = Field(10.0, gt=0.0, le=300.0)
+    secret_access_key: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
+    connect_timeout: float = Field(3.0, gt=0.0, le=60.0, description="seconds to connect to S3")
+    read_timeout: float = Field(10.0, gt=0.0, le=300.0, description="seconds to read an S3 answer")
     max_attempts: int = Field(3, ge=1, le=10, description="botocore attempts per call (standard retry mode)")
 
 
@@ -165,8 +155,8 @@ class RecommenderSettings(BaseModel):
     )
     timeout: float = Field(20.0, gt=0.0, le=600.0, description="seconds per LLM call")
     max_retries: int = Field(1, ge=0, le=10, description="SDK retries per LLM call")
-    max_output_tokens: int = Field(600, ge=50, le=8000)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_output_tokens: int = Field(600, ge=50, le=8000, description="LLM answer budget, tokens")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="LLM sampling temperature")
 
 
 class ReliabilitySettings(BaseModel):
@@ -239,9 +229,9 @@ class SqsDeadLetterSettings(BaseModel):
     kind: Literal["sqs"]
     queue_url: str = Field(description="the SQS queue URL")
     endpoint_url: str | None = Field(None, description="an SQS-compatible endpoint (unset: AWS)")
-    region: str = "us-east-1"
+    region: str = Field("us-east-1", description="AWS region")
     access_key_id: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
-    secret_access_key: SecretStr = SecretStr("")
+    secret_access_key: SecretStr = Field(SecretStr(""), description="unset: boto3's credential chain")
     visibility_timeout: int = Field(
         60, ge=1, le=43_200, description="seconds a replaying replica holds a letter"
     )
@@ -362,166 +352,3 @@ class PriceTable(BaseModel):
     )
     s3_put_per_thousand: float = Field(0.005, ge=0.0, description="$ per 1,000 S3 PUT/LIST requests")
     s3_get_per_thousand: float = Field(0.0004, ge=0.0, description="$ per 1,000 S3 GET/HEAD requests")
-
-
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IR_",
-        env_nested_delimiter="__",
-        extra="ignore",
-        validate_default=True,
-    )
-
-    data_dir: Path = Field(Path("./data"), description="where tickets, the index and runbooks live")
-    api_keys: SecretStr = Field(SecretStr(""), description='"tenant1:key1,tenant2:key2"')
-    api_keys_file: Path | None = Field(
-        None,
-        description="file of 'tenant:sha256(key)' lines, re-read when it changes (rotation without restart)",
-    )
-    insecure_no_auth: bool = Field(
-        False, description="serve without API keys (everything is tenant 'default')"
-    )
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    max_log_chars: int = Field(10_000, ge=1, le=1_000_000, description="longest accepted log text")
-    max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="largest request body (a batch); larger bodies get 413"
-    )
-    max_batch: int = Field(1_000, ge=1, le=10_000, description="most incidents in one batch request")
-    occurrence_comments: int = Field(
-        25,
-        ge=1,
-        le=1_000,
-        description="the newest occurrence comments a ticket keeps (its occurrence count stays exact; "
-        "every report stays readable at /v1/incidents/{id})",
-    )
-    max_comments: int = Field(
-        1_000, ge=1, le=100_000, description="user comments per ticket; more are refused (409 limit_reached)"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console", "auto"] = "auto"
-    dedup: DedupSettings = Field(default_factory=DedupSettings)
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
-    vector: VectorSettings = Field(default_factory=EmbeddedVectorSettings)
-    tickets: TicketSettings = Field(default_factory=LocalTicketSettings)
-    recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
-    reliability: ReliabilitySettings = Field(default_factory=ReliabilitySettings)
-    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    tracing: TracingSettings = Field(default_factory=TracingSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    http: HttpSettings = Field(default_factory=HttpSettings)
-    workers: int = Field(
-        1, ge=1, le=64, description="server processes (>1 needs Redis and a server vector index)"
-    )
-    # Variables of other tools, read here like every other: prometheus-client's (set by
-    # `serve --workers N`) and the XDG base directory of caches.
-    prometheus_multiproc_dir: Path | None = Field(
-        None, validation_alias="PROMETHEUS_MULTIPROC_DIR", description="prometheus-client's multiprocess dir"
-    )
-    xdg_cache_home: Path | None = Field(
-        None, validation_alias="XDG_CACHE_HOME", description="caches go under it (unset: ~/.cache)"
-    )
-    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
-    dead_letters: DeadLetterSettings = Field(default_factory=LocalDeadLetterSettings)
-    prices: PriceTable = Field(default_factory=PriceTable)
-
-    @field_validator("api_keys")
-    @classmethod
-    def _keys_parse(cls, value: SecretStr) -> SecretStr:
-        parse_api_keys(value.get_secret_value())
-        return value
-
-    @model_validator(mode="after")
-    def _refuse_open_server(self) -> Settings:
-        # Checked here so that every entry point (serve, tests, scripts) gets the same rule.
-        if not self.api_keys.get_secret_value() and self.api_keys_file is None and not self.insecure_no_auth:
-            raise ValueError("IR_API_KEYS (or IR_API_KEYS_FILE) is unset: set it or pass --insecure-no-auth")
-        if self.dead_letters.kind == "sqs" and not self.redis.url.get_secret_value():
-            raise ValueError(
-                "IR_DEAD_LETTERS__KIND=sqs needs IR_REDIS__URL (it answers lookups of queued reports)"
-            )
-        if self.workers > 1 and not self.redis.url.get_secret_value():
-            raise ValueError(
-                "IR_WORKERS > 1 needs IR_REDIS__URL (locks and idempotency shared by the workers)"
-            )
-        if self.workers > 1 and self.vector.kind == "qdrant-edge":
-            raise ValueError(
-                "IR_WORKERS > 1 needs a server vector index (the embedded one is single-process)"
-            )
-        if self.api_keys_file is not None and not self.api_keys_file.is_file():
-            raise ValueError(f"IR_API_KEYS_FILE {self.api_keys_file} does not exist")
-        return self
-
-    @property
-    def onnx_cache_dir(self) -> Path:
-        """Where the model's ONNX export is kept."""
-        if self.embedding.onnx_cache_dir is not None:
-            return self.embedding.onnx_cache_dir
-        return (self.xdg_cache_home or Path.home() / ".cache") / "incident-responder" / "onnx"
-
-    def key_to_tenant(self) -> dict[str, str]:
-        return parse_api_keys(self.api_keys.get_secret_value())
-
-
-def parse_api_keys(raw: str) -> dict[str, str]:
-    """``"t1:k1,t2:k2"`` -> ``{"k1": "t1", "k2": "t2"}``; refuses malformed or duplicate keys."""
-    keys: dict[str, str] = {}
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        tenant, sep, key = item.partition(":")
-        tenant, key = tenant.strip(), key.strip()
-        if not sep or not tenant or not key:
-            raise ValueError("IR_API_KEYS entries must look like tenant:key")
-        if not set(tenant) <= _SERVICE_CHARS or len(tenant) > 64:
-            raise ValueError("tenant names may use only [A-Za-z0-9._-], at most 64 chars")
-        if len(key) < 8:
-            raise ValueError(f"the API key of tenant {tenant!r} is shorter than 8 characters")
-        if key in keys:
-            raise ValueError("the same API key is given twice")
-        keys[key] = tenant
-    return keys
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (+ ``IR_CONFIG_FILE``) and explicit overrides."""
-    config_file = os.environ.get("IR_CONFIG_FILE")
-    if config_file and not Path(config_file).is_file():
-        raise ConfigError(f"IR_CONFIG_FILE {config_file!r} does not exist")
-    try:
-        return Settings(_env_file=config_file, **overrides)
-    except ValueError as exc:
-        raise ConfigError(_first_error(exc)) from exc
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        return f"invalid setting {where}: {first.get('msg')}"
-    return str(exc)
-
-
-def describe(settings: Settings) -> list[tuple[str, str, str]]:
-    """Every setting as (env name, value with secrets masked, description)."""
-    rows: list[tuple[str, str, str]] = []
-
-    def walk(model: BaseModel, prefix: str) -> None:
-        for name, info in type(model).model_fields.items():
-            value = getattr(model, name)
-            alias = info.validation_alias
-            env = alias if isinstance(alias, str) else f"{prefix}{name.upper()}"
-            if isinstance(value, BaseModel):
-                walk(value, env + "__")
-                continue
-            if isinstance(value, SecretStr):
-                shown = "****" if value.get_secret_value() else ""
-            else:
-                shown = "" if value is None else str(value)
-            rows.append((env, shown, info.description or ""))
-
-    walk(settings, "IR_")
-    return rows
