@@ -25,6 +25,9 @@ from __future__ import annotations
 
 
 class IncidentResponderError(Exception):
+    """The root of the service's errors: each class sets its HTTP ``status``, its ``code`` and
+    whether it is ``retryable``."""
+
     status = 500
     code = "internal_error"
     retryable = False
@@ -35,48 +38,68 @@ class IncidentResponderError(Exception):
 
 
 class InvalidInput(IncidentResponderError):
+    """A request, or a value in it, breaks a rule (422)."""
+
     status = 422
     code = "invalid_input"
 
 
 class Unauthorized(IncidentResponderError):
+    """A missing or unknown API key or token (401)."""
+
     status = 401
     code = "unauthorized"
 
 
 class NotFound(IncidentResponderError):
+    """An unknown id, also one of another tenant (404)."""
+
     status = 404
     code = "not_found"
 
 
 class RequestTimeout(IncidentResponderError):
+    """A request's headers or body did not arrive in time (408)."""
+
     status = 408
     code = "request_timeout"
 
 
 class Conflict(IncidentResponderError):
+    """The request conflicts with the current state of what it changes (409)."""
+
     status = 409
     code = "conflict"
 
 
 class VersionConflict(Conflict):
+    """A conditional write refused: the object changed since it was read, or already exists."""
+
     code = "version_conflict"
 
 
 class IdempotencyConflict(Conflict):
+    """An Idempotency-Key used again with a different request body."""
+
     code = "idempotency_conflict"
 
 
 class LimitReached(Conflict):
+    """A bounded collection is full (e.g. the comments of a ticket)."""
+
     code = "limit_reached"
 
 
 class PayloadTooLarge(IncidentResponderError):
+    """A request body over its route's size limit (413)."""
+
     status = 413
     code = "payload_too_large"
 
 
 class RateLimited(IncidentResponderError):
+    """A request over a rate limit (429); ``retry_after``: seconds until it may be tried again."""
+
     status = 429
     code = "rate_limited"
 
@@ -86,25 +109,35 @@ class RateLimited(IncidentResponderError):
 
 
 class HeadersTooLarge(IncidentResponderError):
+    """A request line and headers over the server's size limit (431)."""
+
     status = 431
     code = "headers_too_large"
 
 
 class TooManyConnections(IncidentResponderError):
+    """A connection over the server's or its client's connection cap (503)."""
+
     status = 503
     code = "too_many_connections"
 
 
 class ConfigError(IncidentResponderError):
+    """A setting, or a file it names, that cannot work (refused at start-up)."""
+
     code = "config_error"
 
 
 class BackendError(IncidentResponderError):
+    """A backing service failed or refused a call in a way that retrying will not fix (502)."""
+
     status = 502
     code = "backend_error"
 
 
 class BackendUnavailable(BackendError):
+    """A backing service is down, overloaded or too slow (503): the call may be retried."""
+
     status = 503
     code = "backend_unavailable"
     retryable = True

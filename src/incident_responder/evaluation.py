@@ -24,6 +24,9 @@ from incident_responder.pipeline.chunking import runbook_title
 
 @dataclass(frozen=True)
 class GroupingScore:
+    """How well tickets match the true groups of some reports: pairwise precision, recall and F1,
+    and grouping accuracy (``ga``)."""
+
     reports: int
     true_groups: int
     tickets: int
@@ -54,6 +57,8 @@ def grouping_score(truth: Sequence[str], predicted: Sequence[str]) -> GroupingSc
 
 @dataclass(frozen=True)
 class RankScore:
+    """Where the first acceptable runbook ranks over ``queries``: recall@1, recall@3 and MRR."""
+
     recall_at_1: float
     recall_at_3: float
     mrr: float
@@ -74,6 +79,9 @@ def rank_score(rankings: Sequence[tuple[Sequence[str], set[str]]]) -> RankScore:
 
 @dataclass
 class EvalReport:
+    """The scores of one :func:`evaluate` run: dedup per service, retrieval overall and per query
+    variant, and the seconds each part took."""
+
     dedup_per_service: dict[str, GroupingScore] = field(default_factory=dict)
     retrieval: dict[str, RankScore] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)

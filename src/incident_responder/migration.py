@@ -19,6 +19,8 @@ from incident_responder.ports import ObjectStore
 
 @dataclass
 class CopyReport:
+    """What :func:`copy_objects` did: tenants seen, objects copied, objects already there unchanged."""
+
     tenants: int = 0
     copied: int = 0
     unchanged: int = 0
@@ -48,6 +50,9 @@ def copy_objects(
 
 @dataclass
 class ReindexReport:
+    """What :func:`reindex` did: tenants and tickets seen, missing vectors written, runbooks
+    loaded, tickets brought to the current normalizer rules."""
+
     tenants: int = 0
     tickets: int = 0
     vectors_written: int = 0

@@ -28,6 +28,9 @@ class IncidentReport(BaseModel):
 
 
 class Runbook(BaseModel):
+    """A tenant's runbook: Markdown content, searched by its heading sections; its tags and
+    services are searched too."""
+
     id: str
     title: str
     content: str
@@ -55,6 +58,9 @@ class RunbookHit(BaseModel):
 
 
 class Recommendation(BaseModel):
+    """Suggested steps for an incident, with a summary, the runbooks they cite and the recommender
+    that wrote them (``source``)."""
+
     summary: str
     steps: list[str]
     source: str
@@ -62,6 +68,9 @@ class Recommendation(BaseModel):
 
 
 class Comment(BaseModel):
+    """An entry of a ticket's history: a comment someone added, or an occurrence, regression or
+    resolution the service recorded."""
+
     kind: Literal["comment", "occurrence", "regression", "resolution"] = "comment"
     author: str
     body: str
@@ -86,6 +95,9 @@ class Signature(BaseModel):
 
 
 class Ticket(BaseModel):
+    """The reports of one tenant+service taken for the same problem: its status, runbooks,
+    recommendation and history, and the normalized forms indexed for it (``signatures``)."""
+
     ticket_id: str
     tenant: str
     service: str

@@ -22,6 +22,14 @@ from incident_responder.models import (
     Recommendation,
     RunbookChunk,
 )
+from incident_responder.notifications.model import (
+    Channel,
+    ChannelKind,
+    MessageState,
+    Notice,
+    OutboxMessage,
+    Rendered,
+)
 
 Vector = npt.NDArray[np.float32]
 
@@ -41,6 +49,8 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class VectorPoint:
+    """One point of a :class:`VectorIndex`: its id, its vector, and its payload (the fields filters match)."""
+
     id: str
     vector: Vector
     payload: Mapping[str, Any]
@@ -48,6 +58,8 @@ class VectorPoint:
 
 @dataclass(frozen=True)
 class VectorHit:
+    """A point a query found: its id, its score (cosine similarity; 0 when not ranked) and its payload."""
+
     id: str
     score: float
     payload: Mapping[str, Any]
@@ -114,6 +126,8 @@ class VectorIndex(Protocol):
 
 @dataclass(frozen=True)
 class StoredObject:
+    """An object as read from an :class:`ObjectStore`: its bytes and the version to compare-and-swap on."""
+
     data: bytes
     version: str
 
@@ -274,4 +288,78 @@ class Recommender(Protocol):
         self, log: str, chunks: Sequence[RunbookChunk], titles: Mapping[str, str]
     ) -> Recommendation | None:
         """A recommendation citing only runbooks in ``chunks``; None if there is nothing to ground it in."""
+        ...
+
+
+class Outbox(Protocol):
+    """Notifications waiting to be delivered, kept durably (at least once).
+
+    A stream is (tenant, channel id, ticket id): its messages are handed out one at a time
+    in the order they were put, the next only once the one before is ``sent`` or ``bury``-ed,
+    so a channel never hears a ticket's resolution before its opening."""
+
+    def put(self, messages: Sequence[OutboxMessage]) -> None:
+        """Store messages (durable when this returns); a message id already stored, in any
+        state, is left as it is (putting the same message twice delivers it once)."""
+        ...
+
+    def claim(self, now: float, limit: int, lease: float) -> list[OutboxMessage]:
+        """At most ``limit`` pending messages due at ``now`` (``next_at <= now``), each the
+        first undelivered one of its stream, oldest first; each is leased: not handed out
+        again before ``now + lease`` unless ``retry`` sets another time."""
+        ...
+
+    def sent(self, message_id: str) -> None:
+        """Delivered: never hand it out again; its stream's next message becomes due."""
+        ...
+
+    def retry(self, message_id: str, next_at: float, error: str) -> None:
+        """The attempt failed: count it, keep ``error``, hand it out again at ``next_at``."""
+        ...
+
+    def bury(self, message_id: str, error: str) -> None:
+        """Given up: count the attempt, move it to the dead list; its stream goes on."""
+        ...
+
+    def get(self, message_id: str) -> OutboxMessage | None:
+        """The message in whatever state it is, or None."""
+        ...
+
+    def listing(self, state: MessageState, limit: int = 100) -> list[OutboxMessage]:
+        """Messages in ``state``, oldest first."""
+        ...
+
+    def replay(self, message_id: str, now: float) -> bool:
+        """Move a dead message back to pending, due at ``now`` (at the end of its stream);
+        False if there is no dead message of that id."""
+        ...
+
+    def counts(self) -> dict[MessageState, int]:
+        """How many messages are in each state."""
+        ...
+
+    def purge(self, sent_before: float) -> int:
+        """Forget delivered messages created before ``sent_before``; how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Notifier(Protocol):
+    """Renders notices for one channel kind (Slack, PagerDuty, a generic webhook)."""
+
+    @property
+    def kind(self) -> ChannelKind:
+        """The channel kind this notifier renders for."""
+        ...
+
+    def render(self, channel: Channel, notice: Notice) -> Rendered:
+        """The request that delivers ``notice`` to ``channel``: URL, exact JSON body, fixed headers."""
+        ...
+
+    def sign(self, channel: Channel, message_id: str, body: str, timestamp: int) -> dict[str, str]:
+        """Headers computed at each delivery attempt (a signature over the body at
+        ``timestamp``, unix seconds); empty for kinds that sign nothing."""
         ...

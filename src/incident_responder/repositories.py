@@ -207,6 +207,8 @@ class _TicketHead(BaseModel):
 
 
 class IncidentRepository:
+    """The outcome of every report as a JSON object per incident id (``<tenant>/incidents/<id>.json``)."""
+
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 
@@ -223,6 +225,8 @@ class IncidentRepository:
 
 
 class RunbookRepository:
+    """Runbooks as JSON objects, one per runbook id (``<tenant>/runbooks/<id>.json``)."""
+
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 

@@ -42,6 +42,9 @@ def parse_key_file(text: str) -> list[tuple[bytes, str]]:
 
 
 class KeyRing:
+    """Which tenant an API key belongs to: the keys given in plain and those of ``key_file``
+    (re-read when it changes), all held as SHA-256 digests and compared in constant time."""
+
     def __init__(self, plain: dict[str, str], key_file: Path | None) -> None:
         self._static = [(digest(key), tenant) for key, tenant in plain.items()]
         self._file = key_file

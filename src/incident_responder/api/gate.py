@@ -69,6 +69,9 @@ class RoutePolicies:
 
 
 class Gate:
+    """Pure ASGI middleware in front of every route: authenticates and rate-limits a request from
+    its headers, then reads its body within the route's policy (see the module doc)."""
+
     def __init__(
         self,
         app: ASGIApp,

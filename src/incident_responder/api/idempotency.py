@@ -21,6 +21,9 @@ MAX_KEY_LENGTH = 255
 
 
 class IdempotencyGuard:
+    """Runs a request's handler at most once per tenant and Idempotency-Key (one at a time per
+    key): the same body again gets the stored response, another body a 409; 5xx answers are not kept."""
+
     def __init__(self, repo: IdempotencyStore, locks: LockProvider) -> None:
         self._repo = repo
         self._locks = locks

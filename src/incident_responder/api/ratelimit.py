@@ -25,6 +25,9 @@ from incident_responder.errors import ConfigError, InvalidInput, RateLimited
 
 
 class RequestLimiter:
+    """The moving-window budgets of API keys, of tenants and of client addresses that fail
+    authentication, counted in the ``limits`` storage named by ``storage_uri``."""
+
     def __init__(
         self, *, per_key: str, per_tenant: str, storage_uri: str, failed_auth_per_address: str = ""
     ) -> None:

@@ -62,6 +62,9 @@ VisibleText = Annotated[
 
 
 class IncidentIn(_Strict):
+    """One incident report: the service it comes from, its log, and optionally a severity, a title
+    and labels."""
+
     service: ServiceName
     log: Annotated[VisibleText, Field(min_length=1)]
     severity: Severity | None = None
@@ -84,23 +87,34 @@ class IncidentIn(_Strict):
 
 
 class BatchIn(_Strict):
+    """Several incident reports in one request, processed in order."""
+
     incidents: Annotated[list[IncidentIn], Field(min_length=1)]
 
 
 class BatchOut(BaseModel):
+    """The outcome of every report of a batch, in the order they were sent."""
+
     results: list[IncidentResult]
 
 
 class CommentIn(_Strict):
+    """A comment someone adds to a ticket."""
+
     author: Annotated[VisibleText, Field(min_length=1, max_length=200)]
     body: Annotated[VisibleText, Field(min_length=1, max_length=20_000)]
 
 
 class ResolveIn(_Strict):
+    """How a ticket was resolved (optional; the body may be left out)."""
+
     resolution: Annotated[PlainText, Field(max_length=20_000)] | None = None
 
 
 class RunbookIn(_Strict):
+    """A runbook to store: Markdown content, searched by its heading sections, with the services
+    and tags it is about."""
+
     title: Annotated[VisibleText, Field(min_length=1, max_length=300)]
     content: Annotated[VisibleText, Field(min_length=1, max_length=1_000_000)]
     services: list[ServiceName] = Field(default_factory=list, max_length=100)
@@ -148,11 +162,15 @@ class TicketOut(BaseModel):
 
 
 class TicketPage(BaseModel):
+    """One page of a ticket listing; ``next_cursor`` asks for the next (null: this is the last)."""
+
     tickets: list[TicketOut]
     next_cursor: str | None
 
 
 class RunbookOut(BaseModel):
+    """A runbook as stored, with when it was created and last updated."""
+
     id: str
     title: str
     content: str
@@ -175,6 +193,8 @@ class RunbookOut(BaseModel):
 
 
 class RunbookSummary(BaseModel):
+    """A runbook in a listing (its content left out)."""
+
     id: str
     title: str
     services: list[str]
@@ -183,10 +203,14 @@ class RunbookSummary(BaseModel):
 
 
 class RunbookList(BaseModel):
+    """Every runbook of the tenant, without their content."""
+
     runbooks: list[RunbookSummary]
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a machine-readable ``code`` and a ``message`` for people."""
+
     code: str
     message: str
 

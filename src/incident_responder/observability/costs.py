@@ -38,6 +38,9 @@ OBJECT_GETS = frozenset({"get", "ping"})
 
 @dataclass(frozen=True)
 class CostLine:
+    """One priced item of a :class:`CostReport`: a quantity of ``unit`` at ``unit_price``, and its
+    cost in US dollars."""
+
     item: str
     quantity: float
     unit: str
@@ -47,6 +50,9 @@ class CostLine:
 
 @dataclass(frozen=True)
 class CostReport:
+    """What the service cost over the metrics' window: the usage counted, its priced lines and
+    totals, and the rates extrapolated to a month."""
+
     incidents: float  # processed (new, existing, regression); queued reports count once applied
     llm_input_tokens: float
     llm_output_tokens: float

@@ -39,6 +39,9 @@ class BoundedLabel:
 
 
 class Metrics:
+    """Every Prometheus metric of the service, on a registry of its own; the service and tenant
+    labels are bounded (:class:`BoundedLabel`)."""
+
     def __init__(
         self,
         *,

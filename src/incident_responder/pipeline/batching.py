@@ -23,6 +23,9 @@ from incident_responder.ports import Embedder, Vector
 
 
 class MicroBatcher:
+    """Embeds the texts of concurrent callers together: batches of at most ``max_batch`` texts,
+    at most ``concurrency`` of them at once (see the module doc)."""
+
     def __init__(
         self, embedder: Embedder, *, max_wait: float = 0.0, max_batch: int = 64, concurrency: int = 1
     ) -> None:

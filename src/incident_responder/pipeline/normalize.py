@@ -53,6 +53,9 @@ _PH_RE: Final = re.compile(r"<(?:" + "|".join(PLACEHOLDERS) + r")>")
 
 @dataclass(frozen=True)
 class NormalizedLog:
+    """A report's log as :class:`LogNormalizer` leaves it: message, template, fingerprint and the
+    text to embed."""
+
     message: str  # header stripped, variable values kept, whitespace collapsed, lines joined by "\n"
     template: str  # message with variables masked by placeholders
     fingerprint: str  # sha256 (32 hex chars) of the template with placeholder kinds erased

@@ -45,6 +45,9 @@ class _Context:
 
 
 class RecommendationCache:
+    """Recommendations of recent new incidents by tenant and runbook context (at most
+    ``max_contexts``, least recently used out first), with up to ``per_context`` incidents' vectors each."""
+
     def __init__(
         self,
         max_contexts: int,

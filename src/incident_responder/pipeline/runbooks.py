@@ -34,6 +34,9 @@ def content_hash(runbook: Runbook) -> str:
 
 
 class RunbookCatalog:
+    """Every tenant's runbooks: stored, their chunks' vectors indexed, and searched in memory (one
+    :class:`RunbookIndex` per tenant)."""
+
     def __init__(
         self,
         *,

@@ -93,6 +93,9 @@ def incident_point(ticket: Ticket, report: Occurrence, version: str) -> VectorPo
 
 
 class TicketDesk:
+    """Writes tickets and their vectors: opens tickets in groups, attaches reports to them, adds
+    comments and resolutions; every update is compare-and-swap, retried on conflict."""
+
     def __init__(
         self,
         *,

@@ -26,10 +26,15 @@ STATE_VALUES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class CircuitOpen(BackendUnavailable):
+    """Refused without calling the backend: its circuit is open, or half-open with a trial running."""
+
     code = "circuit_open"
 
 
 class CircuitBreaker:
+    """Stops calls to one backend after ``fail_max`` consecutive retryable failures, for
+    ``reset_timeout`` s, then lets one trial call through (see the module doc)."""
+
     def __init__(
         self,
         name: str,

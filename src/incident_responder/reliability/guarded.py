@@ -73,6 +73,8 @@ class Guard:
 
 
 class GuardedObjectStore:
+    """An ``ObjectStore`` whose every call goes through a :class:`Guard`."""
+
     def __init__(self, inner: ObjectStore, guard: Guard) -> None:
         self._inner = inner
         self._guard = guard
@@ -108,6 +110,8 @@ class GuardedObjectStore:
 
 
 class GuardedVectorIndex:
+    """A ``VectorIndex`` whose every call but ``close`` goes through a :class:`Guard`."""
+
     def __init__(self, inner: VectorIndex, guard: Guard) -> None:
         self._inner = inner
         self._guard = guard
@@ -141,6 +145,8 @@ class GuardedVectorIndex:
 
 
 class GuardedRecommender:
+    """A ``Recommender`` whose calls go through a :class:`Guard`."""
+
     def __init__(self, inner: Recommender, guard: Guard) -> None:
         self._inner = inner
         self._guard = guard

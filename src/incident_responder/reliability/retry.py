@@ -25,6 +25,9 @@ def _retryable(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Retries a call that failed with a retryable error (never a circuit-open refusal): at most
+    ``attempts`` tries within ``deadline`` s, with jittered exponential waits up to ``max_wait``."""
+
     attempts: int = 3
     initial_wait: float = 0.05
     max_wait: float = 1.0

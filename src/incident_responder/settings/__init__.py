@@ -80,6 +80,9 @@ __all__ = [
 
 
 class Settings(BaseSettings):
+    """Every setting of the service: ``IR_*`` environment variables (``__`` between nested
+    sections), or the same names in the file named by ``IR_CONFIG_FILE``."""
+
     model_config = SettingsConfigDict(
         env_prefix="IR_",
         env_nested_delimiter="__",

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class DedupSettings(BaseModel):
+    """How close a report must be to an earlier one to join its ticket, and how many earlier
+    reports are compared."""
+
     auto_merge: float | None = Field(
         None, ge=0.0, le=1.0, description="cosine similarity that merges a report (unset: calibrated default)"
     )
@@ -26,6 +29,8 @@ class DedupSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    """How many runbooks a new incident gets, and the least score they need."""
+
     top_k: int = Field(5, ge=1, le=50, description="runbooks returned per new incident")
     min_score: float | None = Field(
         None, ge=0.0, le=1.0, description="drop runbooks scoring below this (unset: retriever default)"
@@ -40,6 +45,8 @@ def usable_cores() -> int:
 
 
 class EmbeddingSettings(BaseModel):
+    """The embedding model: which one, what runs it, and how it shares the CPU."""
+
     model_path: Path | None = Field(
         None, description="sentence-transformers model dir (unset: the packaged all-MiniLM-L6-v2)"
     )
@@ -90,6 +97,8 @@ class EmbeddedVectorSettings(BaseModel):
 
 
 class QdrantVectorSettings(BaseModel):
+    """A Qdrant server: one collection for every tenant (the tenant is in each point's payload)."""
+
     kind: Literal["qdrant"]
     url: str = Field(description="Qdrant server URL, e.g. http://qdrant:6333")
     api_key: SecretStr = Field(SecretStr(""), description="Qdrant API key (unset: none)")
@@ -98,6 +107,8 @@ class QdrantVectorSettings(BaseModel):
 
 
 class PgVectorSettings(BaseModel):
+    """PostgreSQL with pgvector: one table of vectors, through a pool of connections."""
+
     kind: Literal["pgvector"]
     dsn: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
     table: str = Field("ir_vectors", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="table of the vectors")
@@ -106,6 +117,8 @@ class PgVectorSettings(BaseModel):
 
 
 class PineconeVectorSettings(BaseModel):
+    """A Pinecone index through its data plane (REST), one namespace per tenant."""
+
     kind: Literal["pinecone"]
     index_host: str = Field(description="the index's data-plane host from the Pinecone console")
     api_key: SecretStr = Field(description="Pinecone API key")
@@ -126,6 +139,8 @@ class LocalTicketSettings(BaseModel):
 
 
 class S3TicketSettings(BaseModel):
+    """JSON documents in an S3 bucket (or any S3-compatible server), under ``prefix``."""
+
     kind: Literal["s3"]
     bucket: str = Field(min_length=3, max_length=63, description="the bucket of the documents")
     prefix: str = Field("", description="key prefix inside the bucket")
@@ -142,6 +157,9 @@ TicketSettings = Annotated[LocalTicketSettings | S3TicketSettings, Field(discrim
 
 
 class RecommenderSettings(BaseModel):
+    """What writes recommendations: offline (extractive) or an OpenAI-compatible chat model, and
+    the limits of its calls."""
+
     kind: Literal["offline", "openai"] = Field(
         "offline", description="offline (extractive) or openai (any Chat Completions server)"
     )
@@ -160,6 +178,9 @@ class RecommenderSettings(BaseModel):
 
 
 class ReliabilitySettings(BaseModel):
+    """Retries and circuit breakers of backend calls, dead-letter replay, and how long and how
+    many Idempotency-Key records are kept."""
+
     retry_attempts: int = Field(
         3, ge=1, le=10, description="attempts per backend call (retryable errors only)"
     )
@@ -194,6 +215,9 @@ class ReliabilitySettings(BaseModel):
 
 
 class RateLimitSettings(BaseModel):
+    """The request budgets per API key, per tenant and per client address failing authentication,
+    and where they are counted."""
+
     per_key: str = Field(
         "6000/minute",
         description="incidents per API key ('' disables; a batch counts each); limits-library syntax",
@@ -209,6 +233,9 @@ class RateLimitSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
+    """The Redis that replicas share (locks, idempotency records, rate limits): where, how long a
+    call may take, and when a held lock expires."""
+
     url: SecretStr = Field(
         SecretStr(""),
         description="redis://host:6379/0: shared locks, idempotency records, rate limits ('' = none)",
@@ -226,6 +253,8 @@ class LocalDeadLetterSettings(BaseModel):
 
 
 class SqsDeadLetterSettings(BaseModel):
+    """An SQS queue shared by every replica (lookups of queued reports need Redis)."""
+
     kind: Literal["sqs"]
     queue_url: str = Field(description="the SQS queue URL")
     endpoint_url: str | None = Field(None, description="an SQS-compatible endpoint (unset: AWS)")
@@ -241,6 +270,8 @@ DeadLetterSettings = Annotated[LocalDeadLetterSettings | SqsDeadLetterSettings, 
 
 
 class PerformanceSettings(BaseModel):
+    """Caches, micro-batching and garbage collection; ``naive`` turns the optimizations off."""
+
     naive: bool = Field(
         False,
         description="no caches, no fingerprint fast path, no micro-batching, no group commit or opening",
@@ -308,6 +339,8 @@ class HttpSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    """Who may read ``/metrics`` and on which port, which labels it has and how many values they take."""
+
     tenant_label: bool = Field(False, description="label ir_incidents_total by tenant too (more series)")
     token: SecretStr = Field(
         SecretStr(""),
@@ -329,6 +362,8 @@ class MetricsSettings(BaseModel):
 
 
 class TracingSettings(BaseModel):
+    """OpenTelemetry tracing: on or off, where spans go, and the service name."""
+
     enabled: bool = Field(
         False,
         description="export OpenTelemetry traces; endpoint, headers, sampler: the standard OTEL_* variables",

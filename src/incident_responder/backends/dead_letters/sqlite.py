@@ -32,6 +32,9 @@ CREATE INDEX IF NOT EXISTS letters_pending ON letters (done_at, enqueued_at);
 
 
 class SqliteDeadLetters:
+    """The :class:`~incident_responder.ports.DeadLetterQueue` in one SQLite file (a letter is on
+    disk before ``put`` returns); the processes of one host may share it."""
+
     def __init__(self, path: Path) -> None:
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)

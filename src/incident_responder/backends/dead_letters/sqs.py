@@ -26,6 +26,9 @@ _RETENTION = 14 * 24 * 3600  # SQS's longest message retention
 
 
 class SqsDeadLetters:
+    """The :class:`~incident_responder.ports.DeadLetterQueue` on an SQS queue, shared by replicas;
+    a record per letter in Redis answers lookups by incident id."""
+
     def __init__(
         self,
         *,

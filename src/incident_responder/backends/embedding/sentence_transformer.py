@@ -21,6 +21,9 @@ def packaged_model_path() -> Path:
 
 
 class SentenceTransformerEmbedder:
+    """Texts -> unit vectors with a sentence-transformers model on CPU torch (local weights only);
+    concurrent callers take turns."""
+
     def __init__(self, model_path: Path | None = None, *, batch_size: int = 64, threads: int = 0) -> None:
         # Never reach for a model hub: the weights are local or start-up fails.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

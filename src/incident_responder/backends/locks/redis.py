@@ -66,6 +66,9 @@ class _RedisLockMaker:
 
 
 class RedisLocks(_RedisLockMaker):
+    """The :class:`~incident_responder.ports.LockProvider` of replicas: a Redis lock per key, taken
+    after an in-process lock for the same key and renewed while it is held."""
+
     def __init__(self, client: redis.Redis, **options: Any) -> None:
         """``options``: those of :class:`_RedisLockMaker` (prefix, timeout, blocking_timeout)."""
         super().__init__(client, **options)

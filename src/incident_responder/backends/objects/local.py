@@ -53,6 +53,9 @@ def _find_syncfs() -> Callable[[int], int] | None:
 
 
 class LocalObjectStore:
+    """The :class:`~incident_responder.ports.ObjectStore` as files under ``root``: atomic writes,
+    compare-and-swap under ``flock`` (processes may share the directory), group commits."""
+
     def __init__(self, root: Path, *, group_sync: bool = True) -> None:
         self._root = root.resolve()
         self._root.mkdir(parents=True, exist_ok=True)

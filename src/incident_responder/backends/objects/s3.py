@@ -150,6 +150,9 @@ def _translate(exc: Exception, what: str) -> BackendError:
 
 
 class S3ObjectStore:
+    """The :class:`~incident_responder.ports.ObjectStore` in an S3 bucket under ``prefix``: the ETag
+    is the version, compare-and-swap is S3's conditional writes."""
+
     def __init__(self, *, bucket: str, prefix: str = "", client: Any, page_size: int = _PAGE_SIZE) -> None:
         if not bucket:
             raise ConfigError("S3 bucket name is empty")

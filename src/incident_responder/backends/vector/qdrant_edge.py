@@ -77,6 +77,9 @@ def _public(payload: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 class QdrantEdgeIndex:
+    """``VectorIndex`` over one Qdrant Edge shard on disk, in-process (cosine), flushed every
+    ``flush_seconds`` while it is written to."""
+
     def __init__(self, path: Path, dim: int, *, float16: bool = True, flush_seconds: float = 10.0) -> None:
         self._dim = dim
         self._write_lock = threading.Lock()

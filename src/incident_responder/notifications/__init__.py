@@ -1,0 +1,1 @@
+"""Notifications: ticket events, the channels they go to, and their durable delivery."""
