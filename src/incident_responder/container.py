@@ -15,29 +15,44 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import anyio.to_thread
+import httpx
 import structlog
 from opentelemetry.trace import Tracer
 
+from incident_responder import __version__
+from incident_responder.alerts.intake import AlertIntake
+from incident_responder.alerts.links import AlertLinks
+from incident_responder.alerts.reading import AlertReader
 from incident_responder.backends import Backends, build_backends
+from incident_responder.backends.notifiers import notifier_for
 from incident_responder.errors import BackendUnavailable
 from incident_responder.lru import LruCache
 from incident_responder.models import IncidentResult
+from incident_responder.notifications.channels import ChannelBook
+from incident_responder.notifications.dispatcher import Backoff, Dispatcher
+from incident_responder.notifications.events import EventLog
+from incident_responder.notifications.pump import EventPump
+from incident_responder.notifications.running import Wakeup
+from incident_responder.notifications.silences import SilenceBook
 from incident_responder.observability.metrics import Metrics
 from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.coalescing import Coalescer, Grouper, OneAtATime
 from incident_responder.pipeline.committing import RepeatWriter
 from incident_responder.pipeline.deciding import Decider, InFlight
 from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
+from incident_responder.pipeline.late_recommendations import LateRecommendations
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.responder import Responder
 from incident_responder.pipeline.runbook_index import RunbookIndex
 from incident_responder.pipeline.runbooks import RunbookCatalog
+from incident_responder.pipeline.source_alerts import SourceAlerts
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
 from incident_responder.pipeline.ticket_upkeep import TicketUpkeep
 from incident_responder.pipeline.ticketing import TicketDesk
+from incident_responder.policies import PolicyBook, StormRule, TenantPolicy
 from incident_responder.ports import Embedder
 from incident_responder.repositories import (
     IncidentRepository,
@@ -64,6 +79,24 @@ class Services:
     catalog: RunbookCatalog
     responder: Responder
     normalizer: LogNormalizer
+    stages: StageRunner
+    policies: PolicyBook
+    silences: SilenceBook
+    events: EventLog
+    alert_intake: AlertIntake
+    channels: ChannelBook
+    pump: EventPump
+    dispatcher: Dispatcher
+    events_written: Wakeup  # raised by ticket writes that recorded events
+    messages_put: Wakeup  # raised by the pump when it put messages in the outbox
+    http: httpx.AsyncClient  # the dispatcher's
+    later: LateRecommendations | None  # an LLM asked after its ticket opened
+
+    async def aclose(self) -> None:
+        """Release what needs the event loop to close (the dispatcher's connections)."""
+        await self.http.aclose()
+        if self.later is not None:
+            await self.later.close()
 
     def tenants(self) -> list[str]:
         return self.backends.objects.list_prefixes("")
@@ -117,6 +150,19 @@ def thresholds_from(settings: Settings) -> MatchThresholds:
     return dataclasses.replace(DEFAULT_THRESHOLDS, **given)
 
 
+def default_policy(settings: Settings) -> TenantPolicy:
+    """Every tenant's policy until it sets its own: the operator's settings."""
+    alerts, notes = settings.alerts, settings.notifications
+    return TenantPolicy(
+        resolve=alerts.resolve_policy,
+        flapping_window=alerts.flapping_window,
+        storm=StormRule(reports=notes.storm_reports, within=notes.storm_window),
+        service_labels=alerts.service_labels,
+        update_interval=notes.update_interval,
+        recommendation_wait=notes.recommendation_wait,
+    )
+
+
 def _library(settings: Settings) -> RunbookIndex:
     min_score = settings.retrieval.min_score
     return RunbookIndex() if min_score is None else RunbookIndex(min_score=min_score)
@@ -144,6 +190,12 @@ def build_services(
         on_lookup=metrics.cache_counter("ticket"),
     )
     incidents = IncidentRepository(objects)
+    policies = PolicyBook(objects, default_policy(settings), max_alerts=settings.alerts.max_per_ticket)
+    events = EventLog(objects)
+    links = AlertLinks(objects, cache_size=0 if naive else 100_000)
+    silences = SilenceBook(objects)
+    channels = ChannelBook(objects, allow_private=settings.notifications.allow_private_targets)
+    events_written, messages_put = Wakeup(), Wakeup()
     desk = TicketDesk(
         tickets=tickets,
         pending=PendingMarkers(objects),
@@ -153,6 +205,10 @@ def build_services(
         on_conflict=metrics.ticket_conflicts.inc,
         occurrence_comments=settings.occurrence_comments,
         max_comments=settings.max_comments,
+        rules=policies.rules,
+        events=events,
+        links=links,
+        on_events=events_written,
     )
     upkeep = TicketUpkeep(
         tickets=tickets,
@@ -178,6 +234,27 @@ def build_services(
             else None
         )
         fingerprints = FingerprintLookup(index, known)
+    recommendations = (
+        RecommendationCache(
+            perf.recommendation_cache_size,
+            similarity=perf.recommendation_similarity,
+            on_lookup=metrics.cache_counter("recommendation"),
+        )
+        if perf.recommendation_cache_size and not naive
+        else None
+    )
+    later = None
+    if backends.recommender.remote and settings.recommender.asynchronous:
+        later = LateRecommendations(
+            recommender=backends.recommender,
+            objects=objects,
+            tickets=tickets,
+            desk=desk,
+            catalog=catalog,
+            stages=stages,
+            cache=recommendations,
+            on_answer=events_written,
+        )
     writer = RepeatWriter(desk=desk, incidents=incidents, stages=stages, max_group=1 if naive else 2_000)
     decider = Decider(
         dedup=Deduplicator(
@@ -190,20 +267,13 @@ def build_services(
         fingerprints=fingerprints,
         desk=desk,
         catalog=catalog,
-        recommender=backends.recommender,
+        recommender=backends.offline_recommender if later is not None else backends.recommender,
         incidents=incidents,
         locks=backends.locks,
         writer=writer,
         stages=stages,
-        recommendations=(
-            RecommendationCache(
-                perf.recommendation_cache_size,
-                similarity=perf.recommendation_similarity,
-                on_lookup=metrics.cache_counter("recommendation"),
-            )
-            if perf.recommendation_cache_size and not naive
-            else None
-        ),
+        recommendations=recommendations,
+        later=later,
     )
     groups: Grouper[InFlight, Awaitable[IncidentResult]] = (
         OneAtATime(decider.decide) if naive else Coalescer(decider.decide_groups)
@@ -230,6 +300,44 @@ def build_services(
             concurrency=settings.embedding.parallel_passes,
         ),
         vectors=TenantVectors(backends.vector_cache) if backends.vector_cache is not None else None,
+        alerts=SourceAlerts(links=links, desk=desk, incidents=incidents),
+        silences=silences,
+    )
+    alert_intake = AlertIntake(
+        reader=AlertReader(
+            service_labels=settings.alerts.service_labels,
+            ignored_labels=settings.alerts.ignored_labels,
+            max_log_chars=settings.max_log_chars,
+        ),
+        responder=responder,
+        policies=policies,
+        stages=stages,
+        max_batch=settings.max_batch,
+    )
+    notes = settings.notifications
+    pump = EventPump(
+        events=events,
+        tickets=tickets,
+        channels=channels,
+        policies=policies,
+        outbox=backends.outbox,
+        notifier_for=notifier_for,
+        metrics=metrics,
+        public_url=notes.public_url,
+    )
+    agent = {"User-Agent": f"incident-responder/{__version__}"}
+    http = httpx.AsyncClient(follow_redirects=False, headers=agent)
+    dispatcher = Dispatcher(
+        outbox=backends.outbox,
+        channels=channels,
+        notifier_for=notifier_for,
+        client=http,
+        stages=stages,
+        metrics=metrics,
+        backoff=Backoff(base=notes.retry_base, cap=notes.retry_cap, give_up_after=notes.give_up_after),
+        timeout=notes.timeout,
+        concurrency=notes.concurrency,
+        check_targets=not notes.allow_private_targets,
     )
     services = Services(
         settings=settings,
@@ -242,6 +350,18 @@ def build_services(
         catalog=catalog,
         responder=responder,
         normalizer=normalizer,
+        stages=stages,
+        policies=policies,
+        silences=silences,
+        events=events,
+        alert_intake=alert_intake,
+        channels=channels,
+        pump=pump,
+        dispatcher=dispatcher,
+        events_written=events_written,
+        messages_put=messages_put,
+        http=http,
+        later=later,
     )
     tenants = services.tenants()
     for tenant in tenants:

@@ -11,11 +11,14 @@
     │   └── LimitReached            409 limit_reached       (a bounded collection is full)
     ├── PayloadTooLarge             413 payload_too_large
     ├── RateLimited                 429 rate_limited        (carries retry_after)
+    │   └── SourceThrottled         503 rate_limited        (an alert source: it retries 5xx, drops 4xx)
     ├── HeadersTooLarge             431 headers_too_large
     ├── TooManyConnections          503 too_many_connections
     ├── ConfigError                 500 config_error        (refused at start-up)
     └── BackendError                502 backend_error
         └── BackendUnavailable      503 backend_unavailable (retryable)
+
+Every 503 answer carries ``Retry-After`` (the error's ``retry_after``, else 1 s).
 
 Adapters translate vendor exceptions at their boundary (``raise BackendUnavailable(...)
 from exc``); nothing above the adapters sees a boto3, OS or library error.
@@ -106,6 +109,13 @@ class RateLimited(IncidentResponderError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SourceThrottled(RateLimited):
+    """A request of an alert source over a rate limit: 503, which sources retry (Alertmanager
+    drops a notification answered with a 4xx)."""
+
+    status = 503
 
 
 class HeadersTooLarge(IncidentResponderError):

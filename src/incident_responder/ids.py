@@ -68,6 +68,20 @@ def new_ticket_id() -> str:
     return f"tkt_{_ulid()}"
 
 
+def new_event_id() -> str:
+    return f"evt_{_ulid()}"
+
+
+def new_silence_id() -> str:
+    return f"sil_{_ulid()}"
+
+
+def message_id(event_id: str, channel_id: str) -> str:
+    """The id of the notification of ``event_id`` to ``channel_id``: the same however often
+    the event is turned into messages (so the outbox keeps one of them)."""
+    return f"msg_{crockford128(uuid.uuid5(uuid.NAMESPACE_URL, f'{event_id}/{channel_id}').int)}"
+
+
 def point_id(*parts: str) -> str:
     """A stable UUID for a vector point derived from its owner's ids."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)))

@@ -9,12 +9,31 @@ from pydantic import BaseModel, Field
 
 Severity = Literal["critical", "high", "medium", "low"]
 TicketStatus = Literal["open", "resolved"]
-Outcome = Literal["new", "existing", "regression", "queued"]
-MatchMethod = Literal["fingerprint", "template", "semantic"]
+Outcome = Literal["new", "existing", "regression", "queued", "resolved"]
+AlertSourceName = Literal["alertmanager", "grafana"]
+AlertStatus = Literal["firing", "resolved"]
+MatchMethod = Literal["fingerprint", "template", "semantic", "alert"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class AlertInfo(BaseModel):
+    """The source's own identity of a report that an alert source sent: which alert it is
+    (``fingerprint``), its own status and times, and the source's links about it."""
+
+    source: AlertSourceName
+    fingerprint: str
+    status: AlertStatus = "firing"
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    links: dict[str, str] = Field(default_factory=dict)  # source, silence, dashboard, panel, image, runbook
+
+    @property
+    def key(self) -> str:
+        """The alert's identity across sources: ``<source>:<fingerprint>``."""
+        return f"{self.source}:{self.fingerprint}"
 
 
 class IncidentReport(BaseModel):
@@ -25,6 +44,7 @@ class IncidentReport(BaseModel):
     severity: Severity | None = None
     title: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    alert: AlertInfo | None = None  # set when an alert source sent it
 
 
 class Runbook(BaseModel):
@@ -94,6 +114,15 @@ class Signature(BaseModel):
     normalizer_version: str = ""  # the rules that made it ("": the ticket's own version)
 
 
+class AlertState(BaseModel):
+    """A source alert that joined a ticket, as the ticket last heard of it."""
+
+    status: AlertStatus
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    incident_id: str | None = None  # the report that last started it
+
+
 class Ticket(BaseModel):
     """The reports of one tenant+service taken for the same problem: its status, runbooks,
     recommendation and history, and the normalized forms indexed for it (``signatures``)."""
@@ -119,6 +148,17 @@ class Ticket(BaseModel):
     signatures: dict[str, Signature] = Field(default_factory=dict)
     normalizer_version: str = ""
     version: int = 0
+    resolved_at: datetime | None = None
+    flapping: bool = False  # its last reopening came within the flapping window of its resolution
+    flaps: int = 0
+    # Source alerts that joined it, by AlertInfo.key, oldest first (bounded; see pipeline.lifecycle).
+    alerts: dict[str, AlertState] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict)  # the source's links, newest per name
+    # Notified as new (storm control may hold that back); tickets from before it existed were.
+    announced: bool = True
+    storm_since: datetime | None = None
+    storm_count: int = 0
+    recommendation_pending: bool = False  # an LLM's recommendation is still to come
 
 
 class IncidentResult(BaseModel):
@@ -133,6 +173,8 @@ class IncidentResult(BaseModel):
     related_ticket_ids: list[str] = Field(default_factory=list)
     runbooks: list[RunbookHit] = Field(default_factory=list)
     recommendation: Recommendation | None = None
+    silenced: bool = False  # matched an active silence: recorded, notifies nobody
+    flapping: bool = False  # reopened its ticket within the flapping window
 
 
 class IdempotencyRecord(BaseModel):

@@ -310,7 +310,8 @@ class Outbox(Protocol):
         ...
 
     def sent(self, message_id: str) -> None:
-        """Delivered: never hand it out again; its stream's next message becomes due."""
+        """Delivered: never hand it out again; its stream's next message becomes due. (This and
+        ``retry``/``bury`` do nothing to a message that is not pending.)"""
         ...
 
     def retry(self, message_id: str, next_at: float, error: str) -> None:
@@ -330,8 +331,8 @@ class Outbox(Protocol):
         ...
 
     def replay(self, message_id: str, now: float) -> bool:
-        """Move a dead message back to pending, due at ``now`` (at the end of its stream);
-        False if there is no dead message of that id."""
+        """Move a dead message back to pending, due at ``now`` (at the end of its stream), its
+        attempts counted from 0 again; False if there is no dead message of that id."""
         ...
 
     def counts(self) -> dict[MessageState, int]:

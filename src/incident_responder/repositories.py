@@ -217,6 +217,11 @@ class IncidentRepository:
         """The writes that store ``results``, for a group commit of the caller's."""
         return [ObjectWrite(f"{tenant}/incidents/{r.incident_id}.json", _dump(r)) for r in results]
 
+    def put_many(self, tenant: str, results: Sequence[IncidentResult]) -> None:
+        """Store ``results`` now, in one group commit."""
+        if results:
+            self._objects.put_many(self.writes(tenant, results))
+
     def get(self, tenant: str, incident_id: str) -> IncidentResult:
         found = self._objects.get(f"{tenant}/incidents/{incident_id}.json") if _safe_id(incident_id) else None
         if found is None:

@@ -25,7 +25,7 @@ async def test_llm_recommendation_then_fallback_when_it_breaks(
 ) -> None:
     settings = make_settings(
         recommender={"kind": "openai", "base_url": fake.base_url, "api_key": "sk-test-123", "timeout": 0.5,
-                     "max_retries": 0, "model": "tiny"},
+                     "max_retries": 0, "model": "tiny", "asynchronous": False},
         reliability={"breaker_fail_max": 2, "breaker_reset_timeout": 60},
         # every incident here shares one runbook context: the cache would answer instead
         performance={"recommendation_cache_size": 0},
@@ -69,7 +69,7 @@ async def test_near_identical_new_incidents_reuse_the_llm_recommendation(
     the LLM once; a different failure, a failed LLM call and an edited runbook each ask again."""
     async with make_client(
         recommender={"kind": "openai", "base_url": fake.base_url, "api_key": "sk-test-123", "timeout": 0.5,
-                     "max_retries": 0, "model": "tiny"},
+                     "max_retries": 0, "model": "tiny", "asynchronous": False},
         reliability={"breaker_fail_max": 5, "breaker_reset_timeout": 60},
     ) as http:  # fmt: skip
         for rid, title, content in (

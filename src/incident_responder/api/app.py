@@ -21,12 +21,23 @@ from incident_responder.api.errors import install_error_handlers
 from incident_responder.api.gate import Gate, RoutePolicies
 from incident_responder.api.idempotency import IdempotencyGuard
 from incident_responder.api.ratelimit import RequestLimiter
-from incident_responder.api.routes import incidents, ops, runbooks, tickets
+from incident_responder.api.routes import (
+    alerts,
+    channels,
+    incidents,
+    ops,
+    policy,
+    runbooks,
+    silences,
+    tickets,
+)
 from incident_responder.container import Services, build_services
 from incident_responder.gc_tuning import tune_gc
+from incident_responder.notifications.running import dispatch_forever, pump_forever, tend_outbox_forever
 from incident_responder.observability.metrics import Metrics, metrics_for
 from incident_responder.observability.request_ids import RequestIdMiddleware
 from incident_responder.observability.tracing import configure_tracing, get_tracer, instrument_app
+from incident_responder.pipeline.late_recommendations import Ask
 from incident_responder.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -63,6 +74,43 @@ async def _sweep_forever(app: FastAPI, interval: float) -> None:
             log.exception("idempotency.sweep_failed")
 
 
+async def _notify_forever(app: FastAPI, started: asyncio.Event) -> None:
+    """Once the services are up: pump ticket events into the outbox and deliver it."""
+    await started.wait()
+    services: Services | None = app.state.services
+    if services is None:  # they failed to start: /readyz says why
+        return
+    services.events_written.bind()
+    services.messages_put.bind()
+    services.events_written()  # events written while starting up
+    if services.later is not None:  # LLM recommendations asked for before a stop
+        services.later.submit(await services.stages.run("store", lambda: later_asks(services)))
+    notes = services.settings.notifications
+    loops = [
+        pump_forever(
+            services.pump,
+            tenants=services.tenants,
+            stages=services.stages,
+            events_written=services.events_written,
+            messages_put=services.messages_put,
+        ),
+        dispatch_forever(services.dispatcher, messages_put=services.messages_put),
+        tend_outbox_forever(
+            services.backends.outbox,
+            stages=services.stages,
+            metrics=services.metrics,
+            keep_sent=notes.keep_sent,
+        ),
+    ]
+    await asyncio.gather(*loops)
+
+
+def later_asks(services: Services) -> list[Ask]:
+    """The LLM recommendations asked for before the last stop, still to come."""
+    assert services.later is not None
+    return services.later.pending(services.tenants())
+
+
 def create_app(
     settings: Settings,
     *,
@@ -83,7 +131,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: threading.Thread | None = None
-        if app.state.services is None:
+        started = asyncio.Event()  # the services are built (or failed to be)
+        loop = asyncio.get_running_loop()
+        if app.state.services is not None:
+            started.set()
+        else:
 
             def start() -> None:
                 try:
@@ -96,6 +148,8 @@ def create_app(
                 except Exception as exc:
                     app.state.startup_error = f"{type(exc).__name__}: {exc}"
                     log.exception("service.start_failed")
+                finally:
+                    loop.call_soon_threadsafe(started.set)
 
             worker = threading.Thread(target=start, name="ir-startup", daemon=True)
             worker.start()
@@ -103,6 +157,7 @@ def create_app(
         loops = [
             asyncio.create_task(_replay_forever(app, reliability.dlq_replay_interval)),
             asyncio.create_task(_sweep_forever(app, reliability.idempotency_sweep_interval)),
+            asyncio.create_task(_notify_forever(app, started)),
         ]
         try:
             yield
@@ -114,6 +169,7 @@ def create_app(
             if worker is not None:
                 worker.join()
             if app.state.services is not None:
+                await app.state.services.aclose()
                 app.state.services.close()
             if provider is not None:
                 provider.shutdown()  # flushes spans still batched
@@ -136,7 +192,7 @@ def create_app(
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.backends.idempotency, services.backends.locks)
     install_error_handlers(app)
-    for module in (incidents, tickets, runbooks, ops):
+    for module in (incidents, alerts, tickets, runbooks, channels, silences, policy, ops):
         app.include_router(module.router)
 
     http = settings.http
@@ -149,6 +205,7 @@ def create_app(
             batch=settings.max_body_bytes,
             runbook=min(http.runbook_body_bytes, settings.max_body_bytes),
             max_batch=settings.max_batch,
+            max_alerts=settings.alerts.max_per_request,
         ),
         body_timeout=http.body_timeout,
         on_rate_limited=metrics.rate_limited.inc,

@@ -24,12 +24,19 @@ SLICE = 100  # items validated between two turns of the event loop
 
 
 async def validated_items(
-    raw: bytes, content_type: str | None, field: str, model: type[M], *, allowed: Mapping[str, Any]
+    raw: bytes,
+    content_type: str | None,
+    field: str,
+    model: type[M],
+    *,
+    allowed: Mapping[str, Any] | None,
+    min_items: int = 1,
 ) -> list[M]:
     """The items of the array ``field`` of the JSON object in ``raw``, each validated as
     ``model``. ``allowed`` maps every top-level field the object may have to its default
-    (the array's own entry is ignored); ``field`` must be a non-empty array. As FastAPI reads
-    a body: only a JSON content type (``application/json``, ``application/*+json``) is JSON."""
+    (the array's own entry is ignored; None: any field, ignored); ``field`` must be an array
+    of at least ``min_items``. As FastAPI reads a body: only a JSON content type
+    (``application/json``, ``application/*+json``) is JSON."""
     if not raw:
         raise _invalid((), "Field required")
     if not _is_json(content_type):
@@ -42,14 +49,14 @@ async def validated_items(
         ) from None
     if not isinstance(document, dict):
         raise _invalid((), "Input should be a valid dictionary")
-    unknown = sorted(set(document) - set(allowed) - {field})
+    unknown = sorted(set(document) - set(allowed) - {field}) if allowed is not None else []
     if unknown:
         raise _invalid((unknown[0],), "Extra inputs are not permitted")
     items = document.get(field)
     if not isinstance(items, list):
         raise _invalid((field,), "Field required" if items is None else "Input should be a valid list")
-    if not items:
-        raise _invalid((field,), "List should have at least 1 item")
+    if len(items) < min_items:
+        raise _invalid((field,), f"List should have at least {min_items} item")
     out: list[M] = []
     for start in range(0, len(items), SLICE):
         if start:

@@ -21,6 +21,14 @@ _HTTP_CODES = {
 }
 
 
+def retry_after(exc: IncidentResponderError) -> int | None:
+    """Seconds a client should wait before trying again: a rate limit's wait, 1 for any other
+    503 (the service is starting, a backend is down), None where trying again will not help."""
+    if isinstance(exc, RateLimited):
+        return exc.retry_after
+    return 1 if exc.status == 503 else None
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -38,7 +46,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IncidentResponderError)
     async def _domain(_: Request, exc: IncidentResponderError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers = {"Retry-After": str(retry_after(exc))} if retry_after(exc) else None
         if exc.status >= 500:
             log.error("request.failed", code=exc.code, error=exc.message)
         return error_response(exc.status, exc.code, exc.message, headers)

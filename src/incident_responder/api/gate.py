@@ -24,6 +24,7 @@ import ijson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from incident_responder.api.auth import KeyRing
+from incident_responder.api.errors import retry_after
 from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.errors import (
     IncidentResponderError,
@@ -31,6 +32,7 @@ from incident_responder.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
+    SourceThrottled,
     Unauthorized,
 )
 
@@ -47,6 +49,7 @@ class RoutePolicy:
     authenticated: bool = True
     items: str | None = None  # ijson prefix of the array whose elements are counted ("incidents.item")
     max_items: int = 0
+    source: bool = False  # an alert source: over a rate limit it is told 503 (it retries 5xx only)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,17 @@ class RoutePolicies:
     batch: int  # POST /v1/incidents/batch
     runbook: int  # PUT /v1/runbooks/{id}
     max_batch: int
+    max_alerts: int = 5_000  # alerts in one notification of an alert source
 
     def lookup(self, method: str, path: str) -> RoutePolicy:
         if path in PUBLIC_PATHS or not path.startswith("/v1/"):
             return RoutePolicy(max_body=self.body, authenticated=False)
         if method == "POST" and path == "/v1/incidents/batch":
             return RoutePolicy(max_body=self.batch, items="incidents.item", max_items=self.max_batch)
+        if method == "POST" and path.startswith("/v1/alerts/"):
+            return RoutePolicy(
+                max_body=self.batch, items="alerts.item", max_items=self.max_alerts, source=True
+            )
         if method == "PUT" and path.startswith("/v1/runbooks/"):
             return RoutePolicy(max_body=self.runbook)
         return RoutePolicy(max_body=self.body)
@@ -98,14 +106,14 @@ class Gate:
         try:
             key = tenant = None
             if policy.authenticated:
-                tenant, key = await self._authenticate(scope, headers, counted=policy.items is not None)
+                tenant, key = await self._authenticate(scope, headers, policy)
                 scope.setdefault("state", {})["tenant"] = tenant
             declared = headers.get(b"content-length", b"")
             if declared.isdigit() and int(declared) > policy.max_body:
                 raise PayloadTooLarge(f"request body exceeds {policy.max_body} bytes")
             body, items = await self._read(receive, policy)
             if policy.items is not None and tenant is not None:  # it costs what it holds
-                await self._limit(self._limiter.check, tenant, key, max(items, 1))
+                await self._budget(policy, self._limiter.check, tenant, key, max(items, 1))
         except IncidentResponderError as exc:
             if isinstance(exc, RateLimited):
                 self._on_rate_limited()
@@ -114,10 +122,10 @@ class Gate:
         await self.app(scope, _replay(body, receive), send)
 
     async def _authenticate(
-        self, scope: Scope, headers: dict[bytes, bytes], *, counted: bool
+        self, scope: Scope, headers: dict[bytes, bytes], policy: RoutePolicy
     ) -> tuple[str, str | None]:
         """The caller's tenant and key; the request is counted against their budgets unless it is
-        ``counted`` by its items once its body is read (then it is only checked to fit one more)."""
+        counted by its items once its body is read (then it is only checked to fit one more)."""
         if not self._keyring.enabled:
             return DEFAULT_TENANT, None
         address = (scope.get("client") or ("unknown", 0))[0]
@@ -128,8 +136,18 @@ class Gate:
         except Unauthorized:
             await self._limit(self._limiter.failed_auth, address)
             raise
-        await self._limit(self._limiter.allows if counted else self._limiter.check, tenant, key)
+        counted = policy.items is not None
+        await self._budget(policy, self._limiter.allows if counted else self._limiter.check, tenant, key)
         return tenant, key
+
+    async def _budget(self, policy: RoutePolicy, check: Callable[..., None], *args: object) -> None:
+        """A key's or tenant's budget: over it, an alert source is told 503 (it retries those)."""
+        try:
+            await self._limit(check, *args)
+        except RateLimited as exc:
+            if policy.source:
+                raise SourceThrottled(exc.message, retry_after=exc.retry_after) from None
+            raise
 
     async def _limit(self, check: Callable[..., None], *args: object) -> None:
         if self._limiter.blocking:
@@ -155,7 +173,8 @@ class Gate:
                     if chunk:
                         chunks.append(chunk)
                         if counter is not None and counter.feed(chunk) > policy.max_items:
-                            raise InvalidInput(f"incidents: at most {policy.max_items} per batch")
+                            field = (policy.items or "").split(".", 1)[0]
+                            raise InvalidInput(f"{field}: at most {policy.max_items} per request")
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
@@ -214,8 +233,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _refuse(send: Send, exc: IncidentResponderError) -> None:
     body = json.dumps({"error": {"code": exc.code, "message": exc.message}}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if isinstance(exc, RateLimited):
-        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    wait = retry_after(exc)
+    if wait:
+        headers.append((b"retry-after", str(wait).encode()))
     if isinstance(exc, PayloadTooLarge | RequestTimeout):
         headers.append((b"connection", b"close"))  # the rest of the body is not read
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from incident_responder.models import IncidentReport, IncidentResult, Runbook, RunbookHit, Severity, Ticket
+from incident_responder.notifications.model import EVENT_KINDS, EventKind
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,100}$")
@@ -140,6 +149,13 @@ class TicketOut(BaseModel):
     comments: list[dict[str, object]]
     runbooks: list[RunbookHit]
     recommendation: dict[str, object] | None
+    resolved_at: str | None = None
+    flapping: bool = False
+    flaps: int = 0
+    links: dict[str, str] = Field(default_factory=dict)
+    source_alerts: list[dict[str, object]] = Field(default_factory=list)
+    notified: bool = True
+    recommendation_pending: bool = False
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketOut:
@@ -158,7 +174,44 @@ class TicketOut(BaseModel):
             comments=[c.model_dump(mode="json") for c in ticket.comments],
             runbooks=ticket.runbooks,
             recommendation=ticket.recommendation.model_dump(mode="json") if ticket.recommendation else None,
+            resolved_at=ticket.resolved_at.isoformat() if ticket.resolved_at else None,
+            flapping=ticket.flapping,
+            flaps=ticket.flaps,
+            links=ticket.links,
+            source_alerts=[{"alert": k, **v.model_dump(mode="json")} for k, v in ticket.alerts.items()],
+            notified=ticket.announced,
+            recommendation_pending=ticket.recommendation_pending,
         )
+
+
+class SilenceIn(_Strict):
+    """A silence to create: which reports (services, labels; none: all) and from when to when."""
+
+    services: list[ServiceName] = Field(default_factory=list, max_length=100)
+    labels: Annotated[
+        dict[str, Annotated[PlainText, Field(max_length=500)]],
+        Field(max_length=50, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY.pattern}}),
+    ] = Field(default_factory=dict)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime
+    comment: Annotated[PlainText, Field(max_length=2_000)] = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return IncidentIn._label_keys(value)
+
+
+class ChannelIn(_Strict):
+    """A notification channel: its kind, where it posts, and which events of which services."""
+
+    kind: Literal["slack", "pagerduty", "webhook"]
+    url: Annotated[str, Field(max_length=2_000)] = ""  # pagerduty: PagerDuty's enqueue URL when empty
+    routing_key: Annotated[PlainText, Field(min_length=1, max_length=200)] | None = None
+    secret: Annotated[PlainText, Field(min_length=8, max_length=500)] | None = None
+    events: list[EventKind] = Field(default_factory=lambda: list(EVENT_KINDS), min_length=1, max_length=5)
+    services: list[ServiceName] = Field(default_factory=list, max_length=500)
+    severities: list[Severity] = Field(default_factory=list, max_length=4)
 
 
 class TicketPage(BaseModel):

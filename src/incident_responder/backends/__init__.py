@@ -2,9 +2,10 @@
 
 Each port has its adapters side by side in one package (``objects/{local,s3}``,
 ``vector/{qdrant_edge,qdrant_server,pgvector,pinecone}``, ``locks/{memory,redis}``,
-``idempotency/{objects,redis}``, ``dead_letters/{sqlite,sqs}``, ``caches/{memory,redis}``,
-``recommenders/{offline,openai_chat,fallback}``, ``embedding/``); ``build_backends`` picks one
-of each from the settings, and puts the stores behind retries and circuit breakers.
+``idempotency/{objects,redis}``, ``dead_letters/{sqlite,sqs}``, ``outboxes/{sqlite,redis}``,
+``caches/{memory,redis}``, ``recommenders/{offline,openai_chat,fallback}``, ``embedding/``,
+``notifiers/{slack,pagerduty,webhook}``); ``build_backends`` picks one of each from the
+settings, and puts the stores behind retries and circuit breakers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from incident_responder.backends.recommenders.offline import OfflineRecommender
 from incident_responder.observability.metrics import Metrics, metrics_for
 from incident_responder.ports import (
     DeadLetterQueue,
@@ -21,6 +23,7 @@ from incident_responder.ports import (
     IdempotencyStore,
     LockProvider,
     ObjectStore,
+    Outbox,
     Recommender,
     VectorCache,
     VectorIndex,
@@ -55,10 +58,12 @@ class Backends:
     index: VectorIndex  # behind retries and a circuit breaker
     embedder: Embedder
     recommender: Recommender
+    offline_recommender: Recommender  # in process: answers at once (the LLM's fallback)
     locks: LockProvider
     write_lock: WriteLock | None  # None: this process is the only writer
     idempotency: IdempotencyStore
     dead_letters: DeadLetterQueue
+    outbox: Outbox
     vector_cache: VectorCache | None  # None: embeddings are not remembered
     metrics: Metrics
     guards: list[Guard]
@@ -151,15 +156,22 @@ def build_backends(
             vector_cache = MemoryVectorCache(perf.embedding_cache_size, metrics.cache_counter("embedding"))
     dead_letters = build_dead_letters(settings.dead_letters, settings.data_dir, redis_client)
     probes["dead_letters"] = dead_letters.depth
+    outbox = build_outbox(settings.notifications.outbox, settings.data_dir, redis_client)
+    offline = OfflineRecommender(max_steps=settings.recommender.max_steps)
+    recommender = build_recommender(settings, metrics, offline)
+    probes["outbox"] = outbox.counts
+    closers.append(outbox.close)
     return Backends(
         objects=guarded_objects,
         index=guarded_index,
         embedder=embedder,
-        recommender=build_recommender(settings, metrics),
+        recommender=recommender,
+        offline_recommender=offline,
         locks=locks,
         write_lock=write_lock,
         idempotency=idempotency,
         dead_letters=dead_letters,
+        outbox=outbox,
         vector_cache=vector_cache,
         metrics=metrics,
         guards=guards,
@@ -183,12 +195,9 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
-def build_recommender(settings: Settings, metrics: Metrics) -> Recommender:
-    """The offline recommender, or an LLM behind a breaker with the offline one as its fallback."""
-    from incident_responder.backends.recommenders.offline import OfflineRecommender
-
+def build_recommender(settings: Settings, metrics: Metrics, offline: Recommender) -> Recommender:
+    """``offline``, or an LLM behind a breaker with ``offline`` as its fallback."""
     rc = settings.recommender
-    offline = OfflineRecommender(max_steps=rc.max_steps)
     if rc.kind == "offline":
         return offline
     from incident_responder.backends.recommenders.fallback import FallbackRecommender
@@ -282,6 +291,16 @@ def build_vector_index(cfg: VectorSettings, data_dir: Path, dim: int) -> VectorI
                 dim=dim,
                 timeout=cfg.timeout,
             )
+
+
+def build_outbox(kind: str, data_dir: Path, redis_client: Any) -> Outbox:
+    if kind == "redis":
+        from incident_responder.backends.outboxes.redis import RedisOutbox
+
+        return RedisOutbox(redis_client)
+    from incident_responder.backends.outboxes.sqlite import SqliteOutbox
+
+    return SqliteOutbox(data_dir / "outbox.sqlite3")
 
 
 def build_dead_letters(cfg: DeadLetterSettings, data_dir: Path, redis_client: Any) -> DeadLetterQueue:

@@ -22,6 +22,8 @@ runbooks_app = typer.Typer(help="Manage the runbook library.", no_args_is_help=T
 app.add_typer(runbooks_app, name="runbooks")
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+notify_app = typer.Typer(help="Inspect and replay the notification outbox.", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
 
 
 def settings_or_exit(**overrides: Any) -> Settings:

@@ -160,6 +160,33 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.notifications = Counter(
+            "ir_notifications_total",
+            "Notification delivery attempts by channel kind and outcome (sent, retried, dead, refused)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.notification_latency = Histogram(
+            "ir_notification_latency_seconds",
+            "From the event to its delivery, by channel kind (retries included)",
+            ["kind"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+            registry=self.registry,
+        )
+        self.outbox_messages = Gauge(
+            "ir_outbox_messages",
+            "Notifications in the outbox by state (pending, dead; sent ones kept for a while)",
+            ["state"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.events_pumped = Counter(
+            "ir_ticket_events_total",
+            "Ticket events turned into notifications, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+
     def cache_counter(self, cache: str) -> Callable[[bool], None]:
         hit, miss = self.cache_lookups.labels(cache, "hit"), self.cache_lookups.labels(cache, "miss")
         return lambda found: (hit if found else miss).inc()

@@ -22,8 +22,9 @@ from functools import partial
 from incident_responder.errors import NotFound
 from incident_responder.models import IncidentResult, Match, Ticket
 from incident_responder.pipeline.matching import MatchDecision
+from incident_responder.pipeline.occurrence import Occurrence
 from incident_responder.pipeline.stages import StageRunner
-from incident_responder.pipeline.ticketing import Attached, Occurrence, TicketDesk
+from incident_responder.pipeline.ticketing import Attached, TicketDesk
 from incident_responder.ports import ObjectWrite
 from incident_responder.repositories import IncidentRepository
 
@@ -107,7 +108,7 @@ class RepeatWriter:
         def records(ticket_id: str, attached: Attached) -> list[ObjectWrite]:
             # The records land with their ticket, in its group commit (one journal flush for both).
             group = by_ticket[ticket_id]
-            outcomes[ticket_id] = [_result(r, attached, attached.regressions[n]) for n, r in enumerate(group)]
+            outcomes[ticket_id] = [_result(r, attached, n) for n, r in enumerate(group)]
             return self._incidents.writes(tenant, outcomes[ticket_id])
 
         attached = self._desk.attach(
@@ -126,12 +127,25 @@ class RepeatWriter:
         return results
 
 
-def _result(repeat: Repeat, attached: Attached, regression: bool) -> IncidentResult:
-    return joined_result(repeat.report.incident_id, attached.ticket, repeat.decision, regression=regression)
+def _result(repeat: Repeat, attached: Attached, nth: int) -> IncidentResult:
+    return joined_result(
+        repeat.report.incident_id,
+        attached.ticket,
+        repeat.decision,
+        regression=attached.regressions[nth],
+        flapping=bool(attached.flapping) and attached.flapping[nth],
+        silenced=repeat.report.silenced,
+    )
 
 
 def joined_result(
-    incident_id: str, ticket: Ticket, decision: MatchDecision, *, regression: bool
+    incident_id: str,
+    ticket: Ticket,
+    decision: MatchDecision,
+    *,
+    regression: bool,
+    flapping: bool = False,
+    silenced: bool = False,
 ) -> IncidentResult:
     """The outcome of a report that joined ``ticket``."""
     similarity = round(decision.similarity or 0.0, 4)
@@ -146,4 +160,6 @@ def joined_result(
         related_ticket_ids=list(decision.related_ticket_ids),
         runbooks=ticket.runbooks,
         recommendation=ticket.recommendation,
+        silenced=silenced,
+        flapping=flapping,
     )

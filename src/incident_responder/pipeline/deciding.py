@@ -27,12 +27,14 @@ from incident_responder.models import (
 )
 from incident_responder.pipeline.committing import Repeat, RepeatWriter, joined_result
 from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup, Recent
+from incident_responder.pipeline.late_recommendations import Ask, LateRecommendations
 from incident_responder.pipeline.matching import MatchDecision
 from incident_responder.pipeline.normalize import NormalizedLog
+from incident_responder.pipeline.occurrence import Occurrence
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.runbooks import RunbookCatalog
 from incident_responder.pipeline.stages import StageRunner
-from incident_responder.pipeline.ticketing import Draft, Occurrence, TicketDesk
+from incident_responder.pipeline.ticketing import Draft, TicketDesk
 from incident_responder.ports import LockProvider, ObjectWrite, Recommender, Vector
 from incident_responder.repositories import IncidentRepository
 
@@ -61,7 +63,11 @@ class Decider:
         stages: StageRunner,
         recommendations: RecommendationCache | None = None,
         max_group: int = MAX_GROUP,
+        later: LateRecommendations | None = None,
     ) -> None:
+        """``recommender`` answers each new ticket before it opens; with ``later``, a remote
+        recommender (an LLM) is asked after it opened, and ``recommender`` is the in-process
+        one whose answer the ticket has meanwhile."""
         self._dedup = dedup
         self._fingerprints = fingerprints
         self._desk = desk
@@ -73,6 +79,7 @@ class Decider:
         self._stages = stages
         self._recommendations = recommendations
         self._max_group = max_group
+        self._later = later
 
     async def decide_groups(self, tenant: str, entries: list[InFlight]) -> list[Awaitable[IncidentResult]]:
         """:meth:`decide` in consecutive groups of at most ``max_group`` unknown fingerprints."""
@@ -192,8 +199,13 @@ class Decider:
         grounded = await self._stages.run("retrieve", retrieve)
         asks = [(e, chunks, titles) for (_, e), (_, chunks, titles) in zip(firsts, grounded, strict=True)]
         recommendations = await self._recommend(tenant, asks)
-        for (draft, _), (hits, _, _), recommendation in zip(firsts, grounded, recommendations, strict=True):
+        later = self._later
+        pending: dict[str, Ask] = {}
+        for (draft, e), (hits, _, _), recommendation in zip(firsts, grounded, recommendations, strict=True):
             draft.runbooks, draft.recommendation = hits, recommendation
+            if later is not None and (recommendation is None or recommendation.source != later.name):
+                draft.recommendation_pending = True
+                pending[draft.ticket_id] = Ask(tenant, draft.ticket_id, e.report.log, e.vector)
         drafts = [draft for draft, _ in firsts]
         results: dict[str, IncidentResult] = {}
 
@@ -208,16 +220,27 @@ class Decider:
                     related_ticket_ids=list(decision.related_ticket_ids),
                     runbooks=draft.runbooks,
                     recommendation=draft.recommendation,
+                    silenced=entry.silenced,
                 )
             ]
             mine += [
-                joined_result(r.incident_id, ticket, plan.decisions[r.incident_id], regression=False)
+                joined_result(
+                    r.incident_id,
+                    ticket,
+                    plan.decisions[r.incident_id],
+                    regression=False,
+                    silenced=r.silenced,
+                )
                 for r in draft.reports[1:]
             ]
             results.update((r.incident_id, r) for r in mine)
-            return self._incidents.writes(tenant, mine)
+            ask = pending.get(ticket.ticket_id)
+            writes = self._incidents.writes(tenant, mine)
+            return writes if ask is None or later is None else writes + later.writes(ask)
 
         await self._stages.run("store", lambda: self._desk.open_many(tenant, drafts, records=records))
+        if later is not None:
+            later.submit(list(pending.values()))
         return results
 
     async def _recommend(
@@ -269,14 +292,23 @@ class InFlight:
     norm: NormalizedLog
     incident_id: str
     vector: Vector | None  # None only when its fingerprint was known
-    known: str | None  # the ticket holding its fingerprint, if known before deciding
+    known: str | None  # the ticket holding its fingerprint (or its source alert), if known
     embedded: Mapping[str, Vector] = field(default_factory=dict)  # its request's vectors, by text
+    silenced: bool = False  # an active silence matches it
+    via_alert: bool = False  # ``known`` is the ticket its source alert joined before
 
     def occurrence(self) -> Occurrence:
         """The report as its ticket records it."""
         n = self.norm
         return Occurrence(
-            self.incident_id, self.report.log, n.fingerprint, n.template, n.embed_text, self.vector
+            self.incident_id,
+            self.report.log,
+            n.fingerprint,
+            n.template,
+            n.embed_text,
+            self.vector,
+            self.report.alert,
+            self.silenced,
         )
 
 
@@ -307,7 +339,7 @@ def _groups(entries: Sequence[InFlight], size: int) -> Iterator[list[InFlight]]:
 def _fingerprint_match(entry: InFlight) -> MatchDecision:
     return MatchDecision(
         ticket_id=entry.known,
-        method="fingerprint",
+        method="alert" if entry.via_alert else "fingerprint",
         similarity=1.0,
         template=entry.norm.template,
         related_ticket_ids=(),

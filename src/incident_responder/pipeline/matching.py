@@ -35,7 +35,7 @@ __all__ = [
     "template_similarity",
 ]
 
-Method = Literal["fingerprint", "template", "semantic"]
+Method = Literal["fingerprint", "template", "semantic", "alert"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import structlog
 
 from incident_responder.errors import BackendUnavailable, NotFound
 from incident_responder.ids import new_incident_id
-from incident_responder.models import DeadLetter, IncidentReport, IncidentResult
+from incident_responder.models import DeadLetter, IncidentReport, IncidentResult, utcnow
+from incident_responder.notifications.silences import SilenceBook
 from incident_responder.observability.metrics import Metrics
 from incident_responder.observability.tracing import set_attributes
 from incident_responder.pipeline.alert_text import query_text
@@ -31,6 +32,7 @@ from incident_responder.pipeline.deciding import Decider, InFlight
 from incident_responder.pipeline.dedup import FingerprintLookup
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
+from incident_responder.pipeline.source_alerts import SourceAlerts, resolves
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
 from incident_responder.pipeline.ticket_upkeep import TicketUpkeep
@@ -66,6 +68,8 @@ class Responder:
         fingerprints: FingerprintLookup | None = None,
         batcher: MicroBatcher | None = None,
         vectors: TenantVectors | None = None,
+        alerts: SourceAlerts | None = None,
+        silences: SilenceBook | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -80,6 +84,8 @@ class Responder:
         self._fingerprints = fingerprints
         self._batcher = batcher
         self._vectors = vectors
+        self._alerts = alerts
+        self._silences = silences
 
     async def _in_slices(
         self, stage: str, sizes: Sequence[int], work: Callable[[int, int], list[R]]
@@ -131,7 +137,38 @@ class Responder:
         return (await self.handle_batch(tenant, [report]))[0]
 
     async def handle_batch(self, tenant: str, reports: Sequence[IncidentReport]) -> list[IncidentResult]:
-        """Process reports in order, with the same outcome as one request each.
+        """Process reports in order, with the same outcome as one request each; source alerts
+        that resolved settle their tickets after the others are decided."""
+        ending = [i for i, r in enumerate(reports) if resolves(r)]
+        if not ending:
+            return await self._decide_reports(tenant, reports)
+        results: dict[int, IncidentResult] = {}
+        others = [i for i in range(len(reports)) if not resolves(reports[i])]
+        if others:
+            decided = await self._decide_reports(tenant, [reports[i] for i in others])
+            results.update(zip(others, decided, strict=True))
+        settled = await self._settle_alerts(tenant, [(new_incident_id(), reports[i]) for i in ending])
+        results.update(zip(ending, settled, strict=True))
+        return [results[i] for i in range(len(reports))]
+
+    async def _settle_alerts(
+        self, tenant: str, reports: Sequence[tuple[str, IncidentReport]]
+    ) -> list[IncidentResult]:
+        alerts = self._alerts
+        if alerts is None:  # a composition without alert sources: nothing links to a ticket
+            return [IncidentResult(incident_id=i, ticket_id=None, status="resolved") for i, _ in reports]
+        outcomes = await self._stages.run("store", lambda: alerts.settle(tenant, reports))
+        results = []
+        for (incident_id, report), outcome in zip(reports, outcomes, strict=True):
+            if isinstance(outcome, BackendUnavailable):
+                outcome = await self._queue(tenant, report, incident_id, outcome)
+            else:
+                self._metrics.count_incident("resolved", report.service, tenant)
+            results.append(outcome)
+        return results
+
+    async def _decide_reports(self, tenant: str, reports: Sequence[IncidentReport]) -> list[IncidentResult]:
+        """Process reports that are not resolved source alerts, in order.
 
         Reports whose exact fingerprint is already known skip the model, the search and
         the lock: they go straight to the group-commit writer. The others are embedded in
@@ -146,7 +183,8 @@ class Responder:
             [len(r.log) for r in reports],
             lambda a, b: [norm(r.log, tenant) for r in reports[a:b]],
         )
-        known = await self._known_tickets(tenant, reports, norms)
+        known, via_alert = await self._known_tickets(tenant, reports, norms)
+        silenced = await self._silenced(tenant, reports)
         # Unknown reports may open tickets: their runbook query is embedded in the same model
         # batch as their dedup text (the same text for a plain log line: embedded once).
         unknown = [(r, n) for r, n, k in zip(reports, norms, known, strict=True) if k is None]
@@ -157,7 +195,10 @@ class Responder:
                 [len(r.log) for r, _ in unknown],
                 lambda a, b: [query_text(r.log, n.embed_text) for r, n in unknown[a:b]],
             )
-        texts = sorted({n.embed_text for _, n in unknown} | set(queries))
+        # A source alert joins its linked ticket whatever its text: embedded in case that
+        # ticket has not seen its form yet.
+        needed = {n.embed_text for n, k, a in zip(norms, known, via_alert, strict=True) if k is None or a}
+        texts = sorted(needed | set(queries))
         vectors: dict[str, Vector] = {}
         if texts:
             embedded = await self._embed(tenant, texts)
@@ -167,11 +208,13 @@ class Responder:
                 report,
                 norm,
                 new_incident_id(),
-                None if k is not None else vectors[norm.embed_text],
+                vectors.get(norm.embed_text) if k is None or alert else None,
                 k,
                 vectors,
+                silenced=quiet,
+                via_alert=alert,
             )
-            for report, norm, k in zip(reports, norms, known, strict=True)
+            for report, norm, k, alert, quiet in zip(reports, norms, known, via_alert, silenced, strict=True)
         ]
         decided: list[Awaitable[IncidentResult]]
         if all(e.known is not None for e in entries):  # repeats only: straight to the writer
@@ -192,24 +235,48 @@ class Responder:
 
     async def _known_tickets(
         self, tenant: str, reports: Sequence[IncidentReport], norms: Sequence[NormalizedLog]
-    ) -> list[str | None]:
-        """Per report, the ticket already holding its exact fingerprint (None: unknown)."""
-        lookup = self._fingerprints
-        if lookup is None:
-            return [None] * len(reports)
+    ) -> tuple[list[str | None], list[bool]]:
+        """Per report, the ticket it joins without a search (None: unknown): the one its source
+        alert joined before, else the one already holding its exact fingerprint; and whether
+        it was the source alert's link that said so."""
+        lookup, alerts = self._fingerprints, self._alerts
         keys = [(r.service, n.fingerprint) for r, n in zip(reports, norms, strict=True)]
-        known = [lookup.cached(tenant, service, fp) for service, fp in keys]
-        missing = [i for i, k in enumerate(known) if k is None]
-        if missing:
-            try:
-                found = await self._stages.run(
-                    "fingerprint", lambda: lookup.find_many(tenant, [keys[i] for i in missing])
-                )
-            except BackendUnavailable:
-                found = {}  # embed these; each then queues or not on its own
-            for i in missing:
-                known[i] = found.get(keys[i])
-        return known
+        known: list[str | None] = [None] * len(reports)
+        if lookup is not None:
+            known = [lookup.cached(tenant, s, fp) for s, fp in keys]
+        missing = [i for i, k in enumerate(known) if k is None] if lookup else []
+        sourced = [i for i, r in enumerate(reports) if r.alert is not None] if alerts else []
+        via_alert = [False] * len(reports)
+        if not missing and not sourced:
+            return known, via_alert
+
+        def look() -> tuple[dict[tuple[str, str], str], list[str | None]]:
+            found = lookup.find_many(tenant, [keys[i] for i in missing]) if lookup and missing else {}
+            linked = alerts.linked(tenant, [reports[i].alert for i in sourced]) if alerts else []  # type: ignore[misc]
+            return found, linked
+
+        try:
+            found, linked = await self._stages.run("fingerprint", look)
+        except BackendUnavailable:  # embed these; each then queues or not on its own
+            found, linked = {}, [None] * len(sourced)
+        for i in missing:
+            known[i] = found.get(keys[i])
+        for i, ticket_id in zip(sourced, linked, strict=True):
+            if ticket_id is not None:
+                via_alert[i] = ticket_id != known[i]
+                known[i] = ticket_id
+        return known, via_alert
+
+    async def _silenced(self, tenant: str, reports: Sequence[IncidentReport]) -> list[bool]:
+        """Per report, whether an active silence matches it."""
+        book = self._silences
+        if book is None:
+            return [False] * len(reports)
+        now = utcnow()
+        return await self._maybe_off_loop(
+            not book.fresh(tenant),
+            lambda: [book.silenced(tenant, r.service, r.labels, now) for r in reports],
+        )
 
     async def _settle(
         self, tenant: str, entry: InFlight, outcome: Awaitable[IncidentResult]
@@ -224,10 +291,20 @@ class Responder:
                 # decide again, once (a second NotFound, ticket gone but vectors not, propagates).
                 if self._fingerprints is not None:
                     self._fingerprints.forget(tenant, report.service, entry.norm.fingerprint)
+                if self._alerts is not None and report.alert is not None:
+                    self._alerts.forget(tenant, report.alert)
                 vector = entry.vector
                 if vector is None:
                     vector = (await self._embed(tenant, [entry.norm.embed_text]))[0]
-                again = InFlight(report, entry.norm, entry.incident_id, vector, None, entry.embedded)
+                again = InFlight(
+                    report,
+                    entry.norm,
+                    entry.incident_id,
+                    vector,
+                    None,
+                    entry.embedded,
+                    silenced=entry.silenced,
+                )
                 return await (await self._decider.decide(tenant, [again]))[0]
         except BackendUnavailable as exc:
             return exc
@@ -263,6 +340,14 @@ class Responder:
             )
         except NotFound:
             pass
+        alerts = self._alerts
+        if alerts is not None and resolves(letter.report):
+            (settled,) = await self._stages.run(
+                "store", lambda: alerts.settle(letter.tenant, [(letter.incident_id, letter.report)])
+            )
+            if isinstance(settled, BackendUnavailable):
+                raise settled
+            return settled
         norm = self._normalizer.normalize(letter.report.log, letter.tenant)
         vector = (await self._embed(letter.tenant, [norm.embed_text]))[0]
         entry = InFlight(letter.report, norm, letter.incident_id, vector, None)

@@ -22,18 +22,41 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from incident_responder.alerts.links import AlertLinks
 from incident_responder.errors import LimitReached, NotFound, VersionConflict
 from incident_responder.ids import point_id
-from incident_responder.models import Comment, Recommendation, RunbookHit, Severity, Signature, Ticket
+from incident_responder.models import (
+    AlertInfo,
+    Comment,
+    Recommendation,
+    RunbookHit,
+    Severity,
+    Signature,
+    Ticket,
+    utcnow,
+)
+from incident_responder.notifications.events import EventLog
+from incident_responder.notifications.model import EventKind
+from incident_responder.pipeline.lifecycle import (
+    DEFAULT_RULES,
+    Applied,
+    Rules,
+    apply_reports,
+    open_ticket,
+    resolve,
+    settle_alerts,
+)
+from incident_responder.pipeline.occurrence import Occurrence
 from incident_responder.ports import (
     ObjectWrite,
-    Vector,
     VectorFilter,
     VectorIndex,
     VectorPoint,
     WriteLock,
 )
 from incident_responder.repositories import PendingMarkers, TicketRepository
+
+__all__ = ["Attached", "Draft", "Occurrence", "TicketDesk", "full_jitter", "incident_point", "write_turn"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,18 +72,6 @@ BACKOFF_CAP = 0.2
 def full_jitter(cap: float) -> None:
     """Sleep a random time in [0, cap] ("full jitter")."""
     time.sleep(random.uniform(0.0, cap))
-
-
-@dataclass(frozen=True)
-class Occurrence:
-    """One report as its ticket records it: its id, its log, and its normalized forms."""
-
-    incident_id: str
-    log: str
-    fingerprint: str
-    template: str
-    embed_text: str
-    vector: Vector | None  # None only when the fingerprint is already indexed
 
 
 def incident_point_id(tenant: str, ticket_id: str, fingerprint: str) -> str:
@@ -94,7 +105,9 @@ def incident_point(ticket: Ticket, report: Occurrence, version: str) -> VectorPo
 
 class TicketDesk:
     """Writes tickets and their vectors: opens tickets in groups, attaches reports to them, adds
-    comments and resolutions; every update is compare-and-swap, retried on conflict."""
+    comments and resolutions, settles source alerts; every update is compare-and-swap, retried
+    on conflict. Each write carries, in its own group commit, the events it causes and the
+    links of the source alerts that joined the ticket."""
 
     def __init__(
         self,
@@ -108,6 +121,10 @@ class TicketDesk:
         on_conflict: Callable[[int], None] | None = None,
         occurrence_comments: int = MAX_OCCURRENCE_COMMENTS,
         max_comments: int = 1_000,
+        rules: Callable[[str, str], Rules] | None = None,
+        events: EventLog | None = None,
+        links: AlertLinks | None = None,
+        on_events: Callable[[str], None] | None = None,
     ) -> None:
         """``write_lock`` lets processes take turns updating a tenant's tickets (none: one
         process); ``back_off(cap)`` waits between compare-and-swap rounds (default: a random
@@ -115,7 +132,10 @@ class TicketDesk:
         writes lost to another writer; ``occurrence_comments``: the newest occurrence
         comments a ticket keeps (a replay is recognized by its comment, so only within them;
         a dead-letter replay first looks for the report's incident record); ``max_comments``:
-        the most comments people may add to one ticket."""
+        the most comments people may add to one ticket; ``rules(tenant, service)``: the
+        lifecycle rules of a ticket (default: :data:`DEFAULT_RULES`); ``events``: where the
+        events of a write are recorded (none: not recorded); ``links``: the source alert
+        links; ``on_events(tenant)`` hears that events of ``tenant`` were written."""
         if occurrence_comments < 1:
             raise ValueError("occurrence_comments must be at least 1")
         self._keep_comments = occurrence_comments
@@ -127,6 +147,10 @@ class TicketDesk:
         self._normalizer_version = normalizer_version
         self._back_off = back_off
         self._on_conflict = on_conflict
+        self._rules = rules or (lambda _tenant, _service: DEFAULT_RULES)
+        self._events = events
+        self._links = links
+        self._on_events = on_events
 
     def _turn(self, tenant: str) -> AbstractContextManager[None]:
         return write_turn(self._write_lock, tenant)
@@ -137,6 +161,25 @@ class TicketDesk:
             self._on_conflict(conflicts)
         if attempt + 1 < CAS_ATTEMPTS:
             self._back_off(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+    def _consequences(
+        self, ticket: Ticket, events: Sequence[EventKind], alerts: Sequence[AlertInfo]
+    ) -> list[ObjectWrite]:
+        """The writes that go with a ticket write: its events and its new source alert links,
+        each ``after`` the ticket (they land only with it)."""
+        key = self._tickets.key(ticket.tenant, ticket.ticket_id)
+        writes: list[ObjectWrite] = []
+        if self._events is not None and events:
+            writes += self._events.writes(ticket, list(events))
+        if self._links is not None and alerts:
+            writes += self._links.writes(ticket.tenant, ticket.ticket_id, alerts)
+        return [replace(w, after=key) for w in writes]
+
+    def _landed(self, ticket: Ticket, events: Sequence[EventKind], alerts: Sequence[AlertInfo]) -> None:
+        if self._links is not None and alerts:
+            self._links.written(ticket.tenant, ticket.ticket_id, alerts)
+        if events and self._events is not None and self._on_events is not None:
+            self._on_events(ticket.tenant)
 
     def open_many(
         self,
@@ -150,13 +193,17 @@ class TicketDesk:
         one group commit, the marker first), then every vector in one upsert, then the marker
         cleared. Each draft's first report opens its ticket; the others joined it before it
         was written and count as occurrences. ``records(ticket)`` gives the writes that
-        record its reports' outcome: they go in the same group commit, each after its ticket
-        (the marker stays until the vectors are written, so whatever a crash or a failed
-        upsert leaves is repaired by ``reconcile``)."""
+        record its reports' outcome: they go in the same group commit, each after its ticket,
+        with the ticket's events and source alert links (the marker stays until the vectors
+        are written, so whatever a crash or a failed upsert leaves is repaired by
+        ``reconcile``)."""
         if not drafts:
             return []
         tickets: list[Ticket] = []
         points: list[VectorPoint] = []
+        along: list[ObjectWrite] = []
+        landed: list[tuple[Ticket, Applied]] = []
+        now = utcnow()
         for draft in drafts:
             first = draft.reports[0]
             ticket = Ticket(
@@ -168,6 +215,7 @@ class TicketDesk:
                 labels=draft.labels,
                 runbooks=list(draft.runbooks),
                 recommendation=draft.recommendation,
+                recommendation_pending=draft.recommendation_pending,
                 signatures={
                     first.fingerprint: Signature(
                         template=first.template,
@@ -176,30 +224,30 @@ class TicketDesk:
                     )
                 },
                 normalizer_version=self._normalizer_version,
-                comments=[
-                    Comment(
-                        kind="occurrence",
-                        author="incident-responder",
-                        body=first.log,
-                        incident_id=first.incident_id,
-                    )
-                ],
+                created_at=now,
+                updated_at=now,
+            )
+            applied = open_ticket(
+                ticket,
+                draft.reports,
+                keep=self._keep_comments,
+                version=self._normalizer_version,
+                rules=self._rules(tenant, draft.service),
+                now=now,
             )
             points.append(incident_point(ticket, first, self._normalizer_version))
-            points.extend(
-                incident_point(ticket, r, self._normalizer_version)
-                for r in _apply(
-                    ticket, draft.reports[1:], self._keep_comments, self._normalizer_version
-                ).new_templates
-            )
+            points.extend(incident_point(ticket, r, self._normalizer_version) for r in applied.new_templates)
             tickets.append(ticket)
+            landed.append((ticket, applied))
         marker = self._pending.marker(tenant, [t.ticket_id for t in tickets])
-        along: list[ObjectWrite] = []
-        if records is not None:
-            for ticket in tickets:
-                key = self._tickets.key(tenant, ticket.ticket_id)
+        for ticket, applied in landed:
+            key = self._tickets.key(tenant, ticket.ticket_id)
+            if records is not None:
                 along.extend(replace(w, after=key) for w in records(ticket))
+            along.extend(self._consequences(ticket, applied.events, applied.new_alerts))
         self._tickets.create_many(tickets, first=marker, also=along)
+        for ticket, applied in landed:
+            self._landed(ticket, applied.events, applied.new_alerts)
         if before_vector is not None:  # fault injection point for tests
             before_vector()
         self._index.upsert(points)
@@ -215,8 +263,8 @@ class TicketDesk:
     ) -> dict[str, Attached | NotFound]:
         """Record reports in existing tickets (ticket id -> its reports, in order) with one
         write per ticket, all tickets in one group commit, in the tenant's write turn;
-        compare-and-swap, retried per ticket on conflict. The first report to reach a
-        resolved ticket reopens it.
+        compare-and-swap, retried per ticket on conflict. A report may reopen a resolved
+        ticket (see :mod:`~incident_responder.pipeline.lifecycle`).
 
         ``records(ticket_id, attached)`` gives the writes that record those reports' outcome
         (their incident records): they go in the same group commit, each after its ticket,
@@ -229,22 +277,31 @@ class TicketDesk:
             for attempt in range(CAS_ATTEMPTS):
                 if not todo:
                     break
-                changed: list[tuple[Ticket, str, _Applied]] = []
+                changed: list[tuple[Ticket, str, Applied]] = []
                 along: list[ObjectWrite] = []
+                now = utcnow()
                 for ticket_id, group in todo.items():
                     try:
                         ticket, version = self._tickets.get(tenant, ticket_id)
                     except NotFound as exc:
                         out[ticket_id] = exc
                         continue
-                    applied = _apply(ticket, group, self._keep_comments, self._normalizer_version)
-                    attached = Attached(ticket, applied.regressions)
+                    applied = apply_reports(
+                        ticket,
+                        group,
+                        keep=self._keep_comments,
+                        version=self._normalizer_version,
+                        rules=self._rules(tenant, ticket.service),
+                        now=now,
+                    )
+                    attached = Attached(ticket, applied.regressions, applied.flapping)
                     writes = records(ticket_id, attached) if records is not None else ()
                     if applied.fresh:
                         changed.append((ticket, version, applied))
                         key = self._tickets.key(tenant, ticket_id)
                         along.extend(replace(w, after=key) for w in writes)
-                    else:  # every report a replay this ticket already counted
+                        along.extend(self._consequences(ticket, applied.events, applied.new_alerts))
+                    else:  # every report a replay or a repeat this ticket already counted
                         out[ticket_id] = attached
                         along.extend(writes)
                 todo = {}
@@ -254,7 +311,8 @@ class TicketDesk:
                     if isinstance(result, VersionConflict):
                         todo[ticket.ticket_id] = list(reports[ticket.ticket_id])
                         continue
-                    out[ticket.ticket_id] = Attached(ticket, applied.regressions)
+                    out[ticket.ticket_id] = Attached(ticket, applied.regressions, applied.flapping)
+                    self._landed(ticket, applied.events, applied.new_alerts)
                     points.extend(
                         incident_point(ticket, r, self._normalizer_version) for r in applied.new_templates
                     )
@@ -279,35 +337,66 @@ class TicketDesk:
     def comment(self, tenant: str, ticket_id: str, author: str, body: str) -> Ticket:
         """Add a person's comment; ``LimitReached`` once the ticket holds ``max_comments`` of them."""
 
-        def change(ticket: Ticket) -> None:
+        def change(ticket: Ticket) -> list[EventKind]:
             if sum(c.kind == "comment" for c in ticket.comments) >= self._max_comments:
                 raise LimitReached(
                     f"ticket {ticket_id} holds the most comments allowed ({self._max_comments})"
                 )
             ticket.comments.append(Comment(kind="comment", author=author, body=body))
+            return []
 
         return self._mutate(tenant, ticket_id, change)
 
     def resolve(self, tenant: str, ticket_id: str, resolution: str | None) -> Ticket:
-        def change(ticket: Ticket) -> None:
-            ticket.status = "resolved"
-            ticket.resolution = resolution
-            ticket.comments.append(Comment(kind="resolution", author="api", body=resolution or "resolved"))
-
-        ticket = self._mutate(tenant, ticket_id, change)
+        """Resolve a ticket now (a person's resolution)."""
+        ticket = self._mutate(tenant, ticket_id, lambda t: resolve(t, resolution, at=utcnow(), author="api"))
         self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
         return ticket
 
-    def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], None]) -> Ticket:
+    def settle(self, tenant: str, marks: Mapping[str, Sequence[AlertInfo]]) -> dict[str, Ticket | NotFound]:
+        """Record resolved source alerts (ticket id -> its alerts that resolved); each ticket
+        resolves if its tenant's resolve policy says so."""
+        out: dict[str, Ticket | NotFound] = {}
+        for ticket_id, group in marks.items():
+
+            def change(ticket: Ticket, group: Sequence[AlertInfo] = group) -> list[EventKind]:
+                return settle_alerts(ticket, group, self._rules(tenant, ticket.service), utcnow())
+
+            try:
+                ticket = self._mutate(tenant, ticket_id, change)
+            except NotFound as exc:
+                out[ticket_id] = exc
+                continue
+            if ticket.status == "resolved":
+                self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
+            out[ticket_id] = ticket
+        return out
+
+    def set_recommendation(
+        self, tenant: str, ticket_id: str, recommendation: Recommendation | None
+    ) -> Ticket:
+        """Replace the ticket's recommendation (one that arrived after the ticket opened)."""
+
+        def change(ticket: Ticket) -> list[EventKind]:
+            if recommendation is not None:
+                ticket.recommendation = recommendation
+            ticket.recommendation_pending = False
+            return []
+
+        return self._mutate(tenant, ticket_id, change)
+
+    def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
+        """Apply ``change`` (which returns the events it causes) by compare-and-swap, retried."""
         for attempt in range(CAS_ATTEMPTS):
             with self._turn(tenant):
                 ticket, version = self._tickets.get(tenant, ticket_id)
-                change(ticket)
-                try:
-                    self._tickets.update(ticket, version)
+                events = change(ticket)
+                (result,) = self._tickets.update_many(
+                    [(ticket, version)], also=self._consequences(ticket, events, ())
+                )
+                if not isinstance(result, VersionConflict):
+                    self._landed(ticket, events, ())
                     return ticket
-                except VersionConflict:
-                    pass
             self._lost(attempt, 1)
         raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {CAS_ATTEMPTS} attempts")
 
@@ -328,61 +417,14 @@ class Draft:
     reports: list[Occurrence]  # the first opens the ticket
     runbooks: list[RunbookHit] = field(default_factory=list)
     recommendation: Recommendation | None = None
+    recommendation_pending: bool = False
 
 
 @dataclass(frozen=True)
 class Attached:
-    """A ticket after :meth:`TicketDesk.attach`, and per report whether it reopened the ticket."""
+    """A ticket after :meth:`TicketDesk.attach`, and per report whether it reopened the ticket
+    and whether that reopening was flapping."""
 
     ticket: Ticket
     regressions: list[bool]
-
-
-@dataclass
-class _Applied:
-    regressions: list[bool]
-    new_templates: list[Occurrence]
-    fresh: int  # reports not counted before
-
-
-def _apply(ticket: Ticket, reports: Sequence[Occurrence], keep: int, version: str) -> _Applied:
-    """Add ``reports`` (normalized by the rules of ``version``) to ``ticket`` in memory, skipping
-    any it already counted (replays); then keep its newest ``keep`` occurrence comments."""
-    counted = {c.incident_id for c in ticket.comments if c.incident_id}
-    applied = _Applied(regressions=[], new_templates=[], fresh=0)
-    for report in reports:
-        if report.incident_id and report.incident_id in counted:
-            applied.regressions.append(False)
-            continue
-        counted.add(report.incident_id)
-        applied.fresh += 1
-        regression = ticket.status == "resolved"
-        applied.regressions.append(regression)
-        ticket.occurrences += 1
-        if regression:
-            ticket.status = "open"
-            ticket.regressions += 1
-            ticket.resolution = None
-        ticket.comments.append(
-            Comment(
-                kind="regression" if regression else "occurrence",
-                author="incident-responder",
-                body=report.log,
-                incident_id=report.incident_id,
-            )
-        )
-        if report.fingerprint not in ticket.signatures:
-            ticket.signatures[report.fingerprint] = Signature(
-                template=report.template, embed_text=report.embed_text, normalizer_version=version
-            )
-            applied.new_templates.append(report)
-    _trim_occurrences(ticket, keep)
-    return applied
-
-
-def _trim_occurrences(ticket: Ticket, keep: int) -> None:
-    occurrences = [c for c in ticket.comments if c.kind in ("occurrence", "regression")]
-    excess = len(occurrences) - keep
-    if excess > 0:
-        drop = {id(c) for c in occurrences[:excess]}
-        ticket.comments = [c for c in ticket.comments if id(c) not in drop]
+    flapping: list[bool] = field(default_factory=list)

@@ -82,31 +82,41 @@ class CircuitBreaker:
                 return True
             return False
 
-    def call(self, fn: Callable[[], T]) -> T:
-        trial = self._admit()
-        try:
-            result = fn()
-        except IncidentResponderError as exc:
-            with self._lock:
-                if trial:
-                    self._trial_running = False
-                if exc.retryable:
-                    self._failures += 1
-                    if trial or self._failures >= self._fail_max:
-                        self._opened_at = self._clock()
-                        self._set("open")
-                elif trial:
-                    self._set("closed")  # the backend answered, if only to refuse
-                    self._failures = 0
-            raise
-        except BaseException:
-            with self._lock:
-                if trial:
-                    self._trial_running = False
-            raise
+    def admit(self) -> bool:
+        """Ask to make a call: ``CircuitOpen`` if it may not; True if it is the half-open trial.
+        Report its outcome with :meth:`succeeded` or :meth:`failed` (for calls that
+        :meth:`call` cannot wrap, such as awaited ones)."""
+        return self._admit()
+
+    def succeeded(self, trial: bool) -> None:
         with self._lock:
             self._failures = 0
             if trial:
                 self._trial_running = False
             self._set("closed")
+
+    def failed(self, trial: bool, exc: BaseException) -> None:
+        """The call failed with ``exc``: only a retryable service error counts against the backend."""
+        with self._lock:
+            if trial:
+                self._trial_running = False
+            if not isinstance(exc, IncidentResponderError):
+                return
+            if exc.retryable:
+                self._failures += 1
+                if trial or self._failures >= self._fail_max:
+                    self._opened_at = self._clock()
+                    self._set("open")
+            elif trial:
+                self._set("closed")  # the backend answered, if only to refuse
+                self._failures = 0
+
+    def call(self, fn: Callable[[], T]) -> T:
+        trial = self._admit()
+        try:
+            result = fn()
+        except BaseException as exc:
+            self.failed(trial, exc)
+            raise
+        self.succeeded(trial)
         return result

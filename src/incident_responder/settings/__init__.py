@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from incident_responder.errors import ConfigError
 from incident_responder.settings.reference import describe, reference, reference_markdown
 from incident_responder.settings.sections import (
+    AlertSettings,
     DeadLetterSettings,
     DedupSettings,
     EmbeddedVectorSettings,
@@ -25,6 +26,7 @@ from incident_responder.settings.sections import (
     LocalDeadLetterSettings,
     LocalTicketSettings,
     MetricsSettings,
+    NotificationSettings,
     PerformanceSettings,
     PgVectorSettings,
     PineconeVectorSettings,
@@ -46,6 +48,7 @@ from incident_responder.settings.sections import (
 _SERVICE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 __all__ = [
+    "AlertSettings",
     "DeadLetterSettings",
     "DedupSettings",
     "EmbeddedVectorSettings",
@@ -54,6 +57,7 @@ __all__ = [
     "LocalDeadLetterSettings",
     "LocalTicketSettings",
     "MetricsSettings",
+    "NotificationSettings",
     "PerformanceSettings",
     "PgVectorSettings",
     "PineconeVectorSettings",
@@ -147,6 +151,8 @@ class Settings(BaseSettings):
     )
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=LocalDeadLetterSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
 
     @field_validator("api_keys")
@@ -164,6 +170,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "IR_DEAD_LETTERS__KIND=sqs needs IR_REDIS__URL (it answers lookups of queued reports)"
             )
+        if self.notifications.outbox == "redis" and not self.redis.url.get_secret_value():
+            raise ValueError("IR_NOTIFICATIONS__OUTBOX=redis needs IR_REDIS__URL")
         if self.workers > 1 and not self.redis.url.get_secret_value():
             raise ValueError(
                 "IR_WORKERS > 1 needs IR_REDIS__URL (locks and idempotency shared by the workers)"

@@ -175,6 +175,10 @@ class RecommenderSettings(BaseModel):
     max_retries: int = Field(1, ge=0, le=10, description="SDK retries per LLM call")
     max_output_tokens: int = Field(600, ge=50, le=8000, description="LLM answer budget, tokens")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="LLM sampling temperature")
+    asynchronous: bool = Field(
+        True,
+        description="a new ticket gets the offline recommendation at once, the LLM's when it arrives",
+    )
 
 
 class ReliabilitySettings(BaseModel):
@@ -387,3 +391,79 @@ class PriceTable(BaseModel):
     )
     s3_put_per_thousand: float = Field(0.005, ge=0.0, description="$ per 1,000 S3 PUT/LIST requests")
     s3_get_per_thousand: float = Field(0.0004, ge=0.0, description="$ per 1,000 S3 GET/HEAD requests")
+
+
+class AlertSettings(BaseModel):
+    """How alert sources' notifications become reports, and the tenant defaults of their
+    lifecycle (each tenant may override them with ``PUT /v1/policy``)."""
+
+    service_labels: list[str] = Field(
+        ["service", "job", "app", "namespace", "alertname"],
+        min_length=1,
+        max_length=20,
+        description="labels naming an alert's service, first present wins",
+    )
+    ignored_labels: list[str] = Field(
+        [],
+        max_length=100,
+        description="labels left out of an alert's log text (besides Grafana's __name__ ones)",
+    )
+    resolve_policy: Literal["all", "first", "never"] = Field(
+        "all", description="a ticket resolves when all / the first / never of its source alerts resolve"
+    )
+    flapping_window: float = Field(
+        900.0,
+        ge=0.0,
+        le=7 * 86_400.0,
+        description="seconds after resolving in which firing again means flapping",
+    )
+    max_per_request: int = Field(
+        5_000, ge=1, le=100_000, description="alerts per notification (keep Alertmanager's max_alerts below)"
+    )
+    max_per_ticket: int = Field(
+        200, ge=1, le=10_000, description="source alerts a ticket tracks (resolved ones forgotten first)"
+    )
+    grafana_secret: SecretStr = Field(
+        SecretStr(""), description="Grafana's HMAC signature secret (unset: signatures not checked)"
+    )
+    grafana_signature_header: str = Field(
+        "X-Grafana-Alerting-Signature", description="the header Grafana's HMAC signature comes in"
+    )
+    grafana_timestamp_header: str = Field(
+        "", description="the header of the signed timestamp, if Grafana is set to send one"
+    )
+
+
+class NotificationSettings(BaseModel):
+    """Where and how notifications are delivered, and the tenant defaults of storm control."""
+
+    storm_reports: int = Field(
+        1, ge=1, le=10_000, description="reports a new ticket needs within storm_window before it notifies"
+    )
+    storm_window: float = Field(300.0, ge=1.0, le=86_400.0, description="seconds of storm_reports")
+    update_interval: float = Field(
+        60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="least seconds between messages about one ticket to one channel",
+    )
+    recommendation_wait: float = Field(
+        10.0, ge=0.0, le=600.0, description="seconds a new ticket's message waits for an LLM recommendation"
+    )
+    give_up_after: float = Field(
+        86_400.0, ge=1.0, le=30 * 86_400.0, description="seconds of failed delivery before a message is dead"
+    )
+    retry_base: float = Field(1.0, ge=0.01, le=60.0, description="first retry delay (doubles, with jitter)")
+    retry_cap: float = Field(300.0, ge=0.1, le=3_600.0, description="longest retry delay")
+    timeout: float = Field(10.0, ge=0.1, le=120.0, description="seconds one delivery attempt may take")
+    concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
+    allow_private_targets: bool = Field(
+        False, description="allow channel URLs on loopback or private networks (refused: SSRF)"
+    )
+    public_url: str = Field("", description="this service's URL, for links to tickets in messages")
+    outbox: Literal["local", "redis"] = Field(
+        "local", description="local: SQLite under the data dir; redis: IR_REDIS__URL, shared by replicas"
+    )
+    keep_sent: float = Field(
+        7 * 86_400.0, ge=60.0, description="seconds delivered messages are kept (so they are not sent twice)"
+    )

@@ -1,0 +1,1 @@
+"""Alert sources: Prometheus Alertmanager and Grafana webhooks read as reports."""

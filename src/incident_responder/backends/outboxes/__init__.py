@@ -1,0 +1,1 @@
+"""The notification outbox: ``sqlite`` (one local file) and ``redis`` (shared by replicas)."""
