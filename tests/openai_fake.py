@@ -89,6 +89,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.requests: list[Recorded] = []
+        self.otherwise: Reply | None = None  # the reply when none is scripted (None: a 500)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -107,7 +108,11 @@ class FakeOpenAI:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with fake._lock:
                     fake.requests.append(Recorded(self.path, headers, body))
-                    reply = fake._replies.popleft() if fake._replies else error(500, "no scripted reply")
+                    reply = (
+                        fake._replies.popleft()
+                        if fake._replies
+                        else fake.otherwise or error(500, "no scripted reply")
+                    )
                 if self.path != "/v1/chat/completions":
                     reply = error(404, f"unknown path {self.path}")
                 if reply.delay and fake._stopping.wait(reply.delay):

@@ -209,6 +209,7 @@ def build_services(
         events=events,
         links=links,
         on_events=events_written,
+        wants_events=lambda tenant: bool(channels.all(tenant)),
     )
     upkeep = TicketUpkeep(
         tickets=tickets,

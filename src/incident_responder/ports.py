@@ -314,8 +314,9 @@ class Outbox(Protocol):
         ``retry``/``bury`` do nothing to a message that is not pending.)"""
         ...
 
-    def retry(self, message_id: str, next_at: float, error: str) -> None:
-        """The attempt failed: count it, keep ``error``, hand it out again at ``next_at``."""
+    def retry(self, message_id: str, next_at: float, error: str, *, counted: bool = True) -> None:
+        """The attempt failed: count it (unless not ``counted``: it was not made), keep
+        ``error``, hand it out again at ``next_at``."""
         ...
 
     def bury(self, message_id: str, error: str) -> None:

@@ -234,6 +234,9 @@ def test_retry_counts_keeps_the_error_and_sets_the_next_time(make_outbox: Factor
     outbox.retry("m1", next_at=NOW + 20, error="x" * 2_000 + "tail")
     stored = outbox.get("m1")
     assert stored is not None and stored.attempts == 2 and stored.last_error == "x" * 500
+    outbox.retry("m1", next_at=NOW + 30, error="circuit open", counted=False)  # postponed, not tried
+    stored = outbox.get("m1")
+    assert stored is not None and (stored.attempts, stored.next_at) == (2, NOW + 30)
 
 
 def test_replay_puts_a_dead_message_back_at_the_end_of_its_stream(make_outbox: Factory) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
@@ -12,7 +13,10 @@ from incident_responder.container import Services
 from incident_responder.settings import Settings
 from tests.conftest import ACME, MakeClient
 from tests.helpers import DB_RUNBOOK, DISK_RUNBOOK, db_log, disk_log
-from tests.openai_fake import FakeOpenAI, answer, error, serve
+from tests.openai_fake import FakeOpenAI, Reply, answer, error, serve
+from tests.receivers import WebhookReceiver
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture
@@ -114,3 +118,99 @@ async def test_near_identical_new_incidents_reuse_the_llm_recommendation(
         metrics = (await http.get("/metrics")).text
         assert 'ir_cache_lookups_total{cache="recommendation",result="hit"} 2.0' in metrics
         assert 'ir_cache_lookups_total{cache="recommendation",result="miss"} 4.0' in metrics
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_llm_answer_is_added_after_the_ticket_opened_and_its_message_waits_for_it(
+    fake: FakeOpenAI, make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    """A slow LLM never holds up intake: the ticket opens with the offline recommendation, the
+    LLM's replaces it when it arrives, and the new ticket's message waits for it."""
+    settings = make_settings(
+        recommender={"kind": "openai", "base_url": fake.base_url, "api_key": "sk-test-123", "timeout": 5,
+                     "max_retries": 0, "model": "tiny"},
+        notifications={"allow_private_targets": True, "update_interval": 0, "recommendation_wait": 30},
+    )  # fmt: skip
+    services = make_services(settings)
+    app = create_app(settings, services=services)
+    slow = answer("Database is refusing connections.", [("Restart the pooler", "db-refused")])
+    fake.script(Reply(status=slow.status, body=slow.body, delay=1.0))
+    with WebhookReceiver(SECRET) as hook:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            await http.put(
+                "/v1/runbooks/db-refused", json={"title": "DB refused", "content": DB_RUNBOOK}, headers=ACME
+            )
+            channel = {"kind": "webhook", "url": hook.url, "secret": SECRET}
+            await http.put("/v1/notifications/channels/hook", json=channel, headers=ACME)
+            new = (
+                await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+            ).json()
+            assert new["status"] == "new" and new["recommendation"]["source"] == "offline-extractive"
+            assert new["runbooks"][0]["id"] == "db-refused"
+            ticket_url = f"/v1/tickets/{new['ticket_id']}"
+            assert (await http.get(ticket_url, headers=ACME)).json()["recommendation_pending"] is True
+            put, wake = services.pump.pump("acme")  # the new ticket's message waits for the LLM
+            assert put == 0 and wake is not None
+
+            async def answered() -> bool:
+                return not (await http.get(ticket_url, headers=ACME)).json()["recommendation_pending"]
+
+            await _until(answered)
+            ticket = (await http.get(ticket_url, headers=ACME)).json()
+            assert ticket["recommendation"]["source"] == "llm:tiny"
+            assert ticket["recommendation"]["steps"] == ["Restart the pooler [runbook: db-refused]"]
+            assert services.pump.pump("acme")[0] == 1
+            await services.dispatcher.run_once()
+            (message,) = hook.wait_for(1)
+            assert message.body["data"]["recommendation_source"] == "llm:tiny"
+    await services.aclose()
+
+
+async def test_asks_left_by_a_stop_are_answered_after_the_restart(
+    fake: FakeOpenAI, make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    settings = make_settings(
+        recommender={"kind": "openai", "base_url": fake.base_url, "api_key": "sk-test-123", "timeout": 5,
+                     "max_retries": 0, "model": "tiny"},
+    )  # fmt: skip
+    before = make_services(settings)
+    fake.script(Reply(status=500, body={"error": {"message": "x"}}, delay=2.0))  # still thinking at the stop
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings, services=before)), base_url="http://t"
+    ) as http:
+        await http.put(
+            "/v1/runbooks/db-refused", json={"title": "DB refused", "content": DB_RUNBOOK}, headers=ACME
+        )
+        new = (
+            await http.post("/v1/incidents", json={"service": "api", "log": db_log(1)}, headers=ACME)
+        ).json()
+
+        async def asked() -> bool:
+            return len(fake.requests) == 1
+
+        await _until(asked)
+    await before.aclose()  # stops the asking before the answer
+    before.close()
+    assert len(fake.requests) == 1
+
+    fake.script(answer("Database is refusing connections.", [("Restart the pooler", "db-refused")]))
+    after = make_services(settings)
+    app = create_app(settings, services=after)
+    async with (
+        app.router.lifespan_context(app),  # start-up resumes the asks
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        ticket_url = f"/v1/tickets/{new['ticket_id']}"
+
+        async def answered() -> bool:
+            return not (await http.get(ticket_url, headers=ACME)).json()["recommendation_pending"]
+
+        await _until(answered)
+        assert (await http.get(ticket_url, headers=ACME)).json()["recommendation"]["source"] == "llm:tiny"
+    assert after.later is not None and after.later.pending(["acme"]) == []

@@ -5,8 +5,8 @@ signature computed at each attempt, over the same body and id), and then marked 
 retried after an exponential backoff with jitter (``Retry-After`` respected), or given
 up into the dead list once its retries have spanned ``give_up_after`` seconds (at once for an
 answer that no retry can change: 4xx other than 408/429). Each destination host has a circuit
-breaker (the reliability layer's): while it is open, messages to that host are not sent but
-wait their next backoff, as if the attempt had failed. Redirects are never followed and every
+breaker (the reliability layer's): while it is open, messages to that host are not sent; they
+wait another backoff without spending an attempt. Redirects are never followed and every
 delivery re-checks that its target is allowed (see :mod:`~incident_responder.notifications.targets`).
 """
 
@@ -123,8 +123,12 @@ class Dispatcher:
         breaker = self._breaker(message.url)
         try:
             trial = breaker.admit()
-        except CircuitOpen as exc:  # the host is failing: this attempt would too
-            await self._retry(message, exc.message, None)
+        except CircuitOpen as exc:  # the host is failing: wait for it without spending an attempt
+            error = message.last_error or exc.message
+            at = self._clock() + self._backoff.delay(max(message.attempts, 1))
+            await self._stages.run(
+                "outbox", lambda: self._outbox.retry(message.message_id, at, error, counted=False)
+            )
             return
         try:
             response = await self._post(channel, message)
@@ -205,7 +209,9 @@ class Dispatcher:
         host = urlsplit(url).netloc
         breaker = self._breakers.get(host)
         if breaker is None:
-            breaker = self._breakers[host] = CircuitBreaker(f"notify:{host}", fail_max=5, reset_timeout=30.0)
+            breaker = self._breakers[host] = CircuitBreaker(
+                f"notify:{host}", fail_max=5, reset_timeout=min(30.0, max(1.0, self._backoff.cap))
+            )
         return breaker
 
 

@@ -22,6 +22,13 @@ NoticeKind = Literal["new", "regression", "flapping", "resolved", "merged", "tes
 ChannelKind = Literal["slack", "pagerduty", "webhook"]
 MessageState = Literal["pending", "sent", "dead"]
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+# What pages: a flapping ticket is not paged again (a PagerDuty channel wants these by default).
+PAGING_EVENTS: tuple[EventKind, ...] = ("new", "regression", "resolved", "merged")
+
+
+def default_events(kind: ChannelKind) -> list[EventKind]:
+    """The events a channel of ``kind`` gets when it names none."""
+    return list(PAGING_EVENTS if kind == "pagerduty" else EVENT_KINDS)
 
 
 class TicketEvent(BaseModel):
@@ -43,7 +50,7 @@ class Channel(BaseModel):
 
     channel_id: str
     kind: ChannelKind
-    url: str
+    url: str = ""  # pagerduty: PagerDuty's enqueue URL when empty
     routing_key: str | None = None  # pagerduty
     secret: str | None = None  # webhook signing key ("whsec_<base64>" or any text)
     events: list[EventKind] = Field(default_factory=lambda: list(EVENT_KINDS))

@@ -276,8 +276,11 @@ class Decider:
         for i, answer in zip(todo, answers, strict=True):
             out[i] = answer
             e, chunks, titles = asks[i]
-            # A fallback's answer (the LLM failed) is not kept: the LLM's is wanted once it is back.
+            # A fallback's answer (the LLM failed) is not kept: the LLM's is wanted once it is back;
+            # nor is the stand-in of an LLM asked later (that one keeps its own answers).
             if cache is None or answer is None or e.vector is None or answer.source != recommender.name:
+                continue
+            if self._later is not None:
                 continue
             cache.put(tenant, chunks, titles, e.vector, answer)
         return out

@@ -125,6 +125,7 @@ class TicketDesk:
         events: EventLog | None = None,
         links: AlertLinks | None = None,
         on_events: Callable[[str], None] | None = None,
+        wants_events: Callable[[str], bool] | None = None,
     ) -> None:
         """``write_lock`` lets processes take turns updating a tenant's tickets (none: one
         process); ``back_off(cap)`` waits between compare-and-swap rounds (default: a random
@@ -135,7 +136,8 @@ class TicketDesk:
         the most comments people may add to one ticket; ``rules(tenant, service)``: the
         lifecycle rules of a ticket (default: :data:`DEFAULT_RULES`); ``events``: where the
         events of a write are recorded (none: not recorded); ``links``: the source alert
-        links; ``on_events(tenant)`` hears that events of ``tenant`` were written."""
+        links; ``on_events(tenant)`` hears that events of ``tenant`` were written;
+        ``wants_events(tenant)``: whether anyone may hear of them (no channel: none are written)."""
         if occurrence_comments < 1:
             raise ValueError("occurrence_comments must be at least 1")
         self._keep_comments = occurrence_comments
@@ -151,6 +153,7 @@ class TicketDesk:
         self._events = events
         self._links = links
         self._on_events = on_events
+        self._wants_events = wants_events or (lambda _tenant: True)
 
     def _turn(self, tenant: str) -> AbstractContextManager[None]:
         return write_turn(self._write_lock, tenant)
@@ -162,11 +165,17 @@ class TicketDesk:
         if attempt + 1 < CAS_ATTEMPTS:
             self._back_off(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
+    def _recorded(self, ticket: Ticket, events: Sequence[EventKind]) -> list[EventKind]:
+        """The events of a ticket write that are recorded (none when nobody could hear of them)."""
+        if self._events is None or not events or not self._wants_events(ticket.tenant):
+            return []
+        return list(events)
+
     def _consequences(
         self, ticket: Ticket, events: Sequence[EventKind], alerts: Sequence[AlertInfo]
     ) -> list[ObjectWrite]:
-        """The writes that go with a ticket write: its events and its new source alert links,
-        each ``after`` the ticket (they land only with it)."""
+        """The writes that go with a ticket write: its recorded events and its new source alert
+        links, each ``after`` the ticket (they land only with it)."""
         key = self._tickets.key(ticket.tenant, ticket.ticket_id)
         writes: list[ObjectWrite] = []
         if self._events is not None and events:
@@ -244,6 +253,7 @@ class TicketDesk:
             key = self._tickets.key(tenant, ticket.ticket_id)
             if records is not None:
                 along.extend(replace(w, after=key) for w in records(ticket))
+            applied.events = self._recorded(ticket, applied.events)
             along.extend(self._consequences(ticket, applied.events, applied.new_alerts))
         self._tickets.create_many(tickets, first=marker, also=along)
         for ticket, applied in landed:
@@ -300,6 +310,7 @@ class TicketDesk:
                         changed.append((ticket, version, applied))
                         key = self._tickets.key(tenant, ticket_id)
                         along.extend(replace(w, after=key) for w in writes)
+                        applied.events = self._recorded(ticket, applied.events)
                         along.extend(self._consequences(ticket, applied.events, applied.new_alerts))
                     else:  # every report a replay or a repeat this ticket already counted
                         out[ticket_id] = attached
@@ -390,7 +401,7 @@ class TicketDesk:
         for attempt in range(CAS_ATTEMPTS):
             with self._turn(tenant):
                 ticket, version = self._tickets.get(tenant, ticket_id)
-                events = change(ticket)
+                events = self._recorded(ticket, change(ticket))
                 (result,) = self._tickets.update_many(
                     [(ticket, version)], also=self._consequences(ticket, events, ())
                 )

@@ -14,7 +14,7 @@ from incident_responder.errors import InvalidInput
 from incident_responder.ids import new_event_id
 from incident_responder.models import Ticket, utcnow
 from incident_responder.notifications.channels import shown
-from incident_responder.notifications.model import Channel
+from incident_responder.notifications.model import Channel, default_events
 
 router = APIRouter(prefix="/v1/notifications/channels", tags=["notifications"], responses=ERROR_RESPONSES)
 ChannelId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
@@ -25,8 +25,11 @@ async def put_channel(
     channel_id: ChannelId, body: ChannelIn, services: ServicesDep, tenant: TenantDep
 ) -> JSONResponse:
     """Create (201) or replace (200) a channel. A secret or routing key sent back masked, as a
-    GET shows it, keeps the stored one."""
-    channel = Channel(channel_id=channel_id, **body.model_dump(exclude_unset=True))
+    GET shows it, keeps the stored one. Without ``events``: every event, except ``flapping``
+    for PagerDuty (a flapping ticket does not page again)."""
+    fields = body.model_dump(exclude_unset=True)
+    fields.setdefault("events", default_events(body.kind))
+    channel = Channel(channel_id=channel_id, **fields)
     created = await services.stages.run("store", lambda: services.channels.put(tenant, channel))
     return JSONResponse(shown(channel), status_code=201 if created else 200)
 

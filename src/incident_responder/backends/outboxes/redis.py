@@ -140,7 +140,7 @@ _RETRY = (
     + """
 local k = mkey(ARGV[2])
 if redis.call('HGET', k, 'state') ~= 'pending' then return 0 end
-redis.call('HINCRBY', k, 'attempts', 1)
+redis.call('HINCRBY', k, 'attempts', tonumber(ARGV[5]))
 redis.call('HSET', k, 'last_error', ARGV[4], 'next_at', ARGV[3])
 redis.call('ZADD', P .. 'due', 'XX', ARGV[3], member(redis.call('HGET', k, 'seq'), ARGV[2]))
 return 1
@@ -256,9 +256,9 @@ class RedisOutbox:
         """A message not pending (sent already, dead, unknown) is left as it is."""
         self._run(self._sent, message_id)
 
-    def retry(self, message_id: str, next_at: float, error: str) -> None:
+    def retry(self, message_id: str, next_at: float, error: str, *, counted: bool = True) -> None:
         """A message not pending is left as it is: a late answer never revives it."""
-        self._run(self._retry, message_id, repr(float(next_at)), error[:_ERROR_CHARS])
+        self._run(self._retry, message_id, repr(float(next_at)), error[:_ERROR_CHARS], int(counted))
 
     def bury(self, message_id: str, error: str) -> None:
         """A message not pending is left as it is."""

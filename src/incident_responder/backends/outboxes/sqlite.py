@@ -150,13 +150,13 @@ class SqliteOutbox:
         with self._transaction() as db:
             self._finish(db, message_id, "sent", None)
 
-    def retry(self, message_id: str, next_at: float, error: str) -> None:
+    def retry(self, message_id: str, next_at: float, error: str, *, counted: bool = True) -> None:
         """A message not pending is left as it is: a late answer never revives it."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE messages SET attempts = attempts + 1, last_error = ?, next_at = ?"
+                "UPDATE messages SET attempts = attempts + ?, last_error = ?, next_at = ?"
                 " WHERE message_id = ? AND state = 'pending'",
-                (error[:_ERROR_CHARS], next_at, message_id),
+                (int(counted), error[:_ERROR_CHARS], next_at, message_id),
             )
 
     def bury(self, message_id: str, error: str) -> None:
