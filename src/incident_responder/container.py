@@ -38,9 +38,11 @@ from incident_responder.observability.metrics import Metrics
 from incident_responder.pipeline.batching import MicroBatcher
 from incident_responder.pipeline.coalescing import Coalescer, Grouper, OneAtATime
 from incident_responder.pipeline.committing import RepeatWriter
+from incident_responder.pipeline.corrections import Corrections
 from incident_responder.pipeline.deciding import Decider, InFlight
 from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
 from incident_responder.pipeline.late_recommendations import LateRecommendations
+from incident_responder.pipeline.late_variants import late_recommendations
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
@@ -91,6 +93,7 @@ class Services:
     messages_put: Wakeup  # raised by the pump when it put messages in the outbox
     http: httpx.AsyncClient  # the dispatcher's
     later: LateRecommendations | None  # an LLM asked after its ticket opened
+    corrections: Corrections  # people's merges and splits
 
     async def aclose(self) -> None:
         """Release what needs the event loop to close (the dispatcher's connections)."""
@@ -241,13 +244,13 @@ def build_services(
             similarity=perf.recommendation_similarity,
             on_lookup=metrics.cache_counter("recommendation"),
         )
-        if perf.recommendation_cache_size and not naive
-        else None
+        if perf.recommendation_cache_size and not naive and not settings.experiment.running
+        else None  # in a recommender A/B a reused answer could cross from one arm to the other
     )
     later = None
     if backends.recommender.remote and settings.recommender.asynchronous:
-        later = LateRecommendations(
-            recommender=backends.recommender,
+        later = late_recommendations(  # in a recommender A/B, one queue per arm
+            backends.recommender,
             objects=objects,
             tickets=tickets,
             desk=desk,
@@ -363,12 +366,23 @@ def build_services(
         messages_put=messages_put,
         http=http,
         later=later,
+        corrections=Corrections(
+            desk=desk,
+            tickets=tickets,
+            incidents=incidents,
+            index=index,
+            objects=objects,
+            fingerprints=fingerprints,
+            links=links,
+            occurrence_comments=settings.occurrence_comments,
+        ),
     )
     tenants = services.tenants()
     for tenant in tenants:
         repaired = upkeep.reconcile(tenant, backends.embedder)
         if repaired:
             metrics.reconciled.inc(repaired)
+        services.corrections.recover(tenant)
         upkeep.renormalize(tenant, backends.embedder, normalizer.normalize)
     metrics.runbooks.set(catalog.preload(tenants))
     metrics.dlq_depth.set(backends.dead_letters.depth())

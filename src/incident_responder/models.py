@@ -8,11 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Severity = Literal["critical", "high", "medium", "low"]
-TicketStatus = Literal["open", "resolved"]
+TicketStatus = Literal["open", "resolved", "merged"]
 Outcome = Literal["new", "existing", "regression", "queued", "resolved"]
 AlertSourceName = Literal["alertmanager", "grafana"]
 AlertStatus = Literal["firing", "resolved"]
-MatchMethod = Literal["fingerprint", "template", "semantic", "alert"]
+MatchMethod = Literal["fingerprint", "template", "semantic", "alert", "correction"]
+CorrectionKind = Literal["merge", "split"]
 
 
 def utcnow() -> datetime:
@@ -85,25 +86,32 @@ class Recommendation(BaseModel):
     steps: list[str]
     source: str
     runbook_ids: list[str] = Field(default_factory=list)
+    variant: str | None = None  # the recommender A/B's arm ("A", "B") its ticket is in; None: no experiment
 
 
 class Comment(BaseModel):
     """An entry of a ticket's history: a comment someone added, or an occurrence, regression or
     resolution the service recorded."""
 
-    kind: Literal["comment", "occurrence", "regression", "resolution"] = "comment"
+    kind: Literal["comment", "occurrence", "regression", "resolution", "correction"] = "comment"
     author: str
     body: str
     created_at: datetime = Field(default_factory=utcnow)
     incident_id: str | None = None
+    fingerprint: str | None = None  # an occurrence's: which of the ticket's forms it had
 
 
 class Match(BaseModel):
-    """Why a report was put in the ticket it was put in."""
+    """Why a report was put in the ticket it was put in: by which evidence (``method``), its
+    score against the ``threshold`` it had to pass, the matched ticket's template, the report's
+    own template and the tokens in which the two differ."""
 
     method: MatchMethod
     template: str
     similarity: float
+    threshold: float | None = None
+    report_template: str | None = None
+    differing_tokens: list[str] = Field(default_factory=list)
 
 
 class Signature(BaseModel):
@@ -112,6 +120,15 @@ class Signature(BaseModel):
     template: str
     embed_text: str
     normalizer_version: str = ""  # the rules that made it ("": the ticket's own version)
+    service: str | None = None  # the service whose reports have it (None: the ticket's own)
+    via: CorrectionKind | None = None  # a person's merge or split brought it here
+
+
+class SplitOff(BaseModel):
+    """A form a person split off a ticket: reports like it never join that ticket again."""
+
+    template: str
+    into: str  # the ticket it went to
 
 
 class AlertState(BaseModel):
@@ -159,6 +176,18 @@ class Ticket(BaseModel):
     storm_since: datetime | None = None
     storm_count: int = 0
     recommendation_pending: bool = False  # an LLM's recommendation is still to come
+    # Votes on its recommendation (POST /v1/tickets/{id}/feedback): the newest FEEDBACK_KEPT
+    # are kept, the counts stay exact.
+    feedback: list[Feedback] = Field(default_factory=list)
+    helpful_votes: int = 0
+    unhelpful_votes: int = 0
+    # One line per distinct way reports joined it (method and form), oldest first, bounded.
+    why: dict[str, str] = Field(default_factory=dict)
+    merged_into: str | None = None  # status "merged": the ticket that holds its reports now
+    merged_from: list[str] = Field(default_factory=list)  # tickets merged into this one
+    split_from: str | None = None  # the ticket this one was split off
+    # Forms split off this ticket (fingerprint -> where they went): never joined again.
+    split_off: dict[str, SplitOff] = Field(default_factory=dict)
 
 
 class IncidentResult(BaseModel):
@@ -167,6 +196,7 @@ class IncidentResult(BaseModel):
     incident_id: str
     ticket_id: str | None
     status: Outcome
+    fingerprint: str | None = None  # of the report's normalized form (what a split moves)
     matched_ticket_id: str | None = None
     similarity: float | None = None
     match: Match | None = None
@@ -196,3 +226,22 @@ class DeadLetter(BaseModel):
     attempts: int = 0
     last_error: str = ""
     done: bool = False
+
+
+FEEDBACK_KEPT = 200  # votes a ticket keeps, newest last (its vote counts stay exact)
+FEEDBACK_COMMENT_CHARS = 2_000  # longest comment of a vote
+
+
+class Feedback(BaseModel):
+    """A person's vote on a ticket's recommendation: helpful or not, optionally why and who, and
+    which recommendation it was about (its ``source`` and recommender A/B ``variant``)."""
+
+    helpful: bool
+    comment: str | None = Field(None, max_length=FEEDBACK_COMMENT_CHARS)
+    author: str | None = None
+    variant: str | None = None
+    source: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+Ticket.model_rebuild()  # its ``feedback`` names Feedback, defined after it

@@ -9,11 +9,13 @@ import pytest
 
 from incident_responder.pipeline.matching import (
     DEFAULT_THRESHOLDS,
+    MAX_DIFFERING,
     SOFT,
     Candidate,
     MatchDecision,
     MatchThresholds,
     choose_match,
+    differing_tokens,
     template_similarity,
 )
 from incident_responder.pipeline.normalize import LogNormalizer
@@ -118,8 +120,40 @@ def c(ticket: str, template: str, cos: float) -> Candidate:
 
 def test_no_candidates_opens_a_new_ticket() -> None:
     assert choose_match(Q, [], TH) == MatchDecision(
-        ticket_id=None, method=None, similarity=None, template=Q, related_ticket_ids=()
+        ticket_id=None, method=None, similarity=None, template=Q, related_ticket_ids=(), report_template=Q
     )
+
+
+def test_a_decision_carries_its_evidence() -> None:
+    other = "disk <path> is <num>% free on node-<num>"
+    d = choose_match(Q, [c("t1", other, 0.99), c("t2", Q, 0.6)], TH)
+    assert (d.ticket_id, d.method, d.threshold, d.report_template) == ("t2", "template", 0.9, Q)
+    assert d.differing == ()
+    d = choose_match(Q, [c("t1", "disk <path> is <num>% free on node-<num> now", 0.99)], TH)
+    assert d.ticket_id is None and d.related_ticket_ids == ("t1",)
+
+
+def test_differing_tokens_name_both_sides() -> None:
+    assert differing_tokens("a b c d", "a x c d") == ("-x", "+b")
+    assert differing_tokens("a b c", "a b c") == ()
+    long = " ".join(f"w{i}" for i in range(500))
+    assert len(differing_tokens(long, "z " + long)) <= MAX_DIFFERING
+
+
+def test_a_split_off_form_is_never_joined_and_the_next_best_is_a_correction() -> None:
+    beta = "pool drained on queue beta after <num> tasks on port <num> with <num> workers in pool main"
+    alpha = beta.replace("beta", "alpha")
+    gamma = beta.replace("beta", "gamma")
+    old = Candidate("old", alpha, 0.99, cannot_link=(beta,))
+    new = Candidate("new", beta, 0.98, via="split")
+    d = choose_match(gamma, [old, new], TH)
+    assert (d.ticket_id, d.method, d.refused) == ("new", "correction", ("old",))
+    # with nothing else to join, the refused ticket is still never joined
+    d = choose_match(gamma, [old], TH)
+    assert d.ticket_id is None and d.refused == ("old",)
+    # a report unlike the split-off form is not refused
+    unlike = "certificate for <host> expired <num> days ago on port <num> of gateway main"
+    assert choose_match(unlike, [old], TH).refused == ()
 
 
 def test_template_match() -> None:

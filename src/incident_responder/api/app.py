@@ -24,6 +24,7 @@ from incident_responder.api.ratelimit import RequestLimiter
 from incident_responder.api.routes import (
     alerts,
     channels,
+    feedback,
     incidents,
     ops,
     policy,
@@ -192,7 +193,7 @@ def create_app(
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.backends.idempotency, services.backends.locks)
     install_error_handlers(app)
-    for module in (incidents, alerts, tickets, runbooks, channels, silences, policy, ops):
+    for module in (incidents, alerts, tickets, feedback, runbooks, channels, silences, policy, ops):
         app.include_router(module.router)
 
     http = settings.http

@@ -120,6 +120,21 @@ class ResolveIn(_Strict):
     resolution: Annotated[PlainText, Field(max_length=20_000)] | None = None
 
 
+class MergeIn(_Strict):
+    """Which ticket survives a merge."""
+
+    into: Annotated[str, Field(pattern=r"^tkt_[A-Za-z0-9_-]{1,64}$")]
+
+
+class SplitIn(_Strict):
+    """The reports (incident ids) to move to a new ticket: every report of their forms moves."""
+
+    incident_ids: Annotated[
+        list[Annotated[str, Field(pattern=r"^inc_[A-Za-z0-9_-]{1,64}$")]],
+        Field(min_length=1, max_length=1_000),
+    ]
+
+
 class RunbookIn(_Strict):
     """A runbook to store: Markdown content, searched by its heading sections, with the services
     and tags it is about."""
@@ -156,6 +171,13 @@ class TicketOut(BaseModel):
     source_alerts: list[dict[str, object]] = Field(default_factory=list)
     notified: bool = True
     recommendation_pending: bool = False
+    why: list[str] = Field(default_factory=list)  # one line per distinct way reports joined it
+    merged_into: str | None = None
+    merged_from: list[str] = Field(default_factory=list)
+    split_from: str | None = None
+    split_off: dict[str, dict[str, str]] = Field(default_factory=dict)
+    helpful_votes: int = 0  # people's votes on its recommendation (POST .../feedback)
+    unhelpful_votes: int = 0
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketOut:
@@ -181,6 +203,13 @@ class TicketOut(BaseModel):
             source_alerts=[{"alert": k, **v.model_dump(mode="json")} for k, v in ticket.alerts.items()],
             notified=ticket.announced,
             recommendation_pending=ticket.recommendation_pending,
+            why=list(ticket.why.values()),
+            merged_into=ticket.merged_into,
+            merged_from=ticket.merged_from,
+            split_from=ticket.split_from,
+            split_off={fp: s.model_dump() for fp, s in ticket.split_off.items()},
+            helpful_votes=ticket.helpful_votes,
+            unhelpful_votes=ticket.unhelpful_votes,
         )
 
 

@@ -3,9 +3,10 @@
 Each port has its adapters side by side in one package (``objects/{local,s3}``,
 ``vector/{qdrant_edge,qdrant_server,pgvector,pinecone}``, ``locks/{memory,redis}``,
 ``idempotency/{objects,redis}``, ``dead_letters/{sqlite,sqs}``, ``outboxes/{sqlite,redis}``,
-``caches/{memory,redis}``, ``recommenders/{offline,openai_chat,fallback}``, ``embedding/``,
+``caches/{memory,redis}``, ``recommenders/{offline,openai_chat,fallback,split}``, ``embedding/``,
 ``notifiers/{slack,pagerduty,webhook}``); ``build_backends`` picks one of each from the
-settings, and puts the stores behind retries and circuit breakers.
+settings, and puts the stores behind retries and circuit breakers. With a recommender A/B
+running (``IR_EXPERIMENT__B_SHARE``), both recommenders sit behind one ``split``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from incident_responder.backends.recommenders.offline import OfflineRecommender
+from incident_responder.backends.recommenders.split import SplitRecommender
 from incident_responder.observability.metrics import Metrics, metrics_for
 from incident_responder.ports import (
     DeadLetterQueue,
@@ -39,6 +41,7 @@ from incident_responder.settings import (
     PgVectorSettings,
     PineconeVectorSettings,
     QdrantVectorSettings,
+    RecommenderChoice,
     S3TicketSettings,
     Settings,
     SqsDeadLetterSettings,
@@ -58,7 +61,7 @@ class Backends:
     index: VectorIndex  # behind retries and a circuit breaker
     embedder: Embedder
     recommender: Recommender
-    offline_recommender: Recommender  # in process: answers at once (the LLM's fallback)
+    offline_recommender: Recommender  # in process: answers at once (the LLM's fallback, or A/B arms')
     locks: LockProvider
     write_lock: WriteLock | None  # None: this process is the only writer
     idempotency: IdempotencyStore
@@ -157,8 +160,10 @@ def build_backends(
     dead_letters = build_dead_letters(settings.dead_letters, settings.data_dir, redis_client)
     probes["dead_letters"] = dead_letters.depth
     outbox = build_outbox(settings.notifications.outbox, settings.data_dir, redis_client)
-    offline = OfflineRecommender(max_steps=settings.recommender.max_steps)
+    offline: Recommender = OfflineRecommender(max_steps=settings.recommender.max_steps)
     recommender = build_recommender(settings, metrics, offline)
+    if settings.experiment.running:
+        recommender, offline = build_experiment(settings, metrics, recommender, offline)
     probes["outbox"] = outbox.counts
     closers.append(outbox.close)
     return Backends(
@@ -195,9 +200,17 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
-def build_recommender(settings: Settings, metrics: Metrics, offline: Recommender) -> Recommender:
-    """``offline``, or an LLM behind a breaker with ``offline`` as its fallback."""
-    rc = settings.recommender
+def build_recommender(
+    settings: Settings,
+    metrics: Metrics,
+    offline: Recommender,
+    *,
+    choice: RecommenderChoice | None = None,
+    guard_name: str = "llm:openai",
+) -> Recommender:
+    """``offline``, or an LLM behind a breaker with ``offline`` as its fallback: as ``choice``
+    says (default: ``settings.recommender``)."""
+    rc = choice or settings.recommender
     if rc.kind == "offline":
         return offline
     from incident_responder.backends.recommenders.fallback import FallbackRecommender
@@ -223,7 +236,7 @@ def build_recommender(settings: Settings, metrics: Metrics, offline: Recommender
     )
     r = settings.reliability
     guard = Guard.create(
-        "llm:openai",
+        guard_name,
         retry=RetryPolicy(attempts=1),  # the SDK retries on its own
         fail_max=r.breaker_fail_max,
         reset_timeout=r.breaker_reset_timeout,
@@ -231,6 +244,24 @@ def build_recommender(settings: Settings, metrics: Metrics, offline: Recommender
     )
     # The offline recommender answers whenever the LLM fails, is slow or its circuit is open.
     return FallbackRecommender(GuardedRecommender(llm, guard), offline)
+
+
+def build_experiment(
+    settings: Settings, metrics: Metrics, a: Recommender, a_offline: Recommender
+) -> tuple[SplitRecommender, SplitRecommender]:
+    """The recommender A/B: ``a`` (the configured recommender) or B for each new ticket, and the
+    same split of their in-process stand-ins (what a ticket has at once while an LLM is asked
+    after it opened). Recommendations given are counted per variant."""
+    ex = settings.experiment
+    b_offline = OfflineRecommender(max_steps=ex.recommender_b.max_steps)
+    b = build_recommender(settings, metrics, b_offline, choice=ex.recommender_b, guard_name="llm:openai-b")
+    counted = metrics.count_recommendation
+    return (
+        SplitRecommender(a, b, ex.b_share, on_answer=counted),
+        SplitRecommender(
+            a_offline if a.remote else a, b_offline if b.remote else b, ex.b_share, on_answer=counted
+        ),
+    )
 
 
 def build_object_store(cfg: TicketSettings, data_dir: Path) -> ObjectStore:

@@ -16,6 +16,9 @@ _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 OTHER = "other"
+VARIANTS = ("A", "B")  # the arms of the recommender A/B
+NO_VARIANT = "none"
+VOTES = ("helpful", "unhelpful")
 
 
 class BoundedLabel:
@@ -187,6 +190,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The recommender A/B (IR_EXPERIMENT__*): its variant label is A, B or none (no experiment).
+        self.ab_recommendations = Counter(
+            "ir_ab_recommendations_total",
+            "Recommendations given to new tickets during a recommender A/B, by variant",
+            ["variant"],
+            registry=self.registry,
+        )
+        self.recommendation_votes = Counter(
+            "ir_recommendation_votes_total",
+            "Votes on tickets' recommendations, by recommender A/B variant (none: no A/B) and vote",
+            ["variant", "vote"],
+            registry=self.registry,
+        )
+        for variant in VARIANTS:  # both arms are shown from the start, at 0
+            self.ab_recommendations.labels(variant)
+            for vote in VOTES:
+                self.recommendation_votes.labels(variant, vote)
+
     def cache_counter(self, cache: str) -> Callable[[bool], None]:
         hit, miss = self.cache_lookups.labels(cache, "hit"), self.cache_lookups.labels(cache, "miss")
         return lambda found: (hit if found else miss).inc()
@@ -195,6 +216,15 @@ class Metrics:
         service = self._service(service)
         labels = (status, service, self._tenant(tenant)) if self._tenant_label else (status, service)
         self.incidents.labels(*labels).inc()
+
+    def count_recommendation(self, variant: str) -> None:
+        """A new ticket of the recommender A/B was given its arm's recommendation."""
+        self.ab_recommendations.labels(variant if variant in VARIANTS else NO_VARIANT).inc()
+
+    def count_vote(self, variant: str | None, helpful: bool) -> None:
+        """A vote on a recommendation of ``variant`` (None: given outside an A/B)."""
+        label = variant if variant in VARIANTS else NO_VARIANT
+        self.recommendation_votes.labels(label, VOTES[0] if helpful else VOTES[1]).inc()
 
     def count_llm_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.llm_tokens.labels("in").inc(prompt_tokens)

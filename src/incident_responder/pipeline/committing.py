@@ -132,6 +132,7 @@ def _result(repeat: Repeat, attached: Attached, nth: int) -> IncidentResult:
         repeat.report.incident_id,
         attached.ticket,
         repeat.decision,
+        fingerprint=repeat.report.fingerprint,
         regression=attached.regressions[nth],
         flapping=bool(attached.flapping) and attached.flapping[nth],
         silenced=repeat.report.silenced,
@@ -143,20 +144,30 @@ def joined_result(
     ticket: Ticket,
     decision: MatchDecision,
     *,
+    fingerprint: str | None = None,
     regression: bool,
     flapping: bool = False,
     silenced: bool = False,
 ) -> IncidentResult:
-    """The outcome of a report that joined ``ticket``."""
+    """The outcome of a report that joined ``ticket``, with the evidence it joined by."""
     similarity = round(decision.similarity or 0.0, 4)
     method = decision.method or "fingerprint"
+    match = Match(
+        method=method,
+        template=decision.template,
+        similarity=similarity,
+        threshold=decision.threshold,
+        report_template=decision.report_template or None,
+        differing_tokens=list(decision.differing),
+    )
     return IncidentResult(
         incident_id=incident_id,
         ticket_id=ticket.ticket_id,
         status="regression" if regression else "existing",
+        fingerprint=fingerprint,
         matched_ticket_id=ticket.ticket_id,
         similarity=similarity,
-        match=Match(method=method, template=decision.template, similarity=similarity),
+        match=match,
         related_ticket_ids=list(decision.related_ticket_ids),
         runbooks=ticket.runbooks,
         recommendation=ticket.recommendation,

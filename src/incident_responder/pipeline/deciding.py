@@ -92,7 +92,7 @@ class Decider:
         self, tenant: str, entry: InFlight, decision: MatchDecision
     ) -> asyncio.Future[IncidentResult]:
         assert decision.ticket_id is not None
-        return self._writer.enqueue(Repeat(tenant, decision.ticket_id, entry.occurrence(), decision))
+        return self._writer.enqueue(Repeat(tenant, decision.ticket_id, entry.occurrence(decision), decision))
 
     async def decide(self, tenant: str, entries: Sequence[InFlight]) -> list[Awaitable[IncidentResult]]:
         """Decide ``entries`` in order; per entry, the awaitable of its outcome.
@@ -169,7 +169,12 @@ class Decider:
                 )
                 plan.drafts[draft.ticket_id] = (draft, entry, decision)
                 decision = MatchDecision(
-                    draft.ticket_id, None, None, decision.template, decision.related_ticket_ids
+                    draft.ticket_id,
+                    None,
+                    None,
+                    decision.template,
+                    decision.related_ticket_ids,
+                    report_template=entry.norm.template,
                 )
             plan.decisions[entry.incident_id] = decision
             opening = plan.drafts.get(decision.ticket_id or "")
@@ -179,7 +184,7 @@ class Decider:
                     recent.setdefault(service, []).append(
                         Recent(draft.ticket_id, entry.norm.fingerprint, entry.norm.template, entry.vector)
                     )
-                draft.reports.append(entry.occurrence())
+                draft.reports.append(entry.occurrence(decision))
         return plan
 
     async def _open(self, tenant: str, plan: _Plan) -> dict[str, IncidentResult]:
@@ -217,6 +222,7 @@ class Decider:
                     incident_id=entry.incident_id,
                     ticket_id=ticket.ticket_id,
                     status="new",
+                    fingerprint=entry.norm.fingerprint,
                     related_ticket_ids=list(decision.related_ticket_ids),
                     runbooks=draft.runbooks,
                     recommendation=draft.recommendation,
@@ -228,6 +234,7 @@ class Decider:
                     r.incident_id,
                     ticket,
                     plan.decisions[r.incident_id],
+                    fingerprint=r.fingerprint,
                     regression=False,
                     silenced=r.silenced,
                 )
@@ -300,8 +307,9 @@ class InFlight:
     silenced: bool = False  # an active silence matches it
     via_alert: bool = False  # ``known`` is the ticket its source alert joined before
 
-    def occurrence(self) -> Occurrence:
-        """The report as its ticket records it."""
+    def occurrence(self, decision: MatchDecision | None = None) -> Occurrence:
+        """The report as its ticket records it, with why it joined (``decision``; None or no
+        method: it opened the ticket)."""
         n = self.norm
         return Occurrence(
             self.incident_id,
@@ -312,6 +320,8 @@ class InFlight:
             self.vector,
             self.report.alert,
             self.silenced,
+            why=_why(decision, n),
+            service=self.report.service,
         )
 
 
@@ -346,7 +356,18 @@ def _fingerprint_match(entry: InFlight) -> MatchDecision:
         similarity=1.0,
         template=entry.norm.template,
         related_ticket_ids=(),
+        threshold=1.0,
+        report_template=entry.norm.template,
     )
+
+
+def _why(decision: MatchDecision | None, norm: NormalizedLog) -> tuple[str, str]:
+    """The way a report joined its ticket (one key per distinct way) and its line of why."""
+    if decision is None or decision.method is None:
+        return "opened", f"opened by: {norm.template[:160]}"
+    if decision.method in ("fingerprint", "alert"):
+        return decision.method, decision.why()
+    return f"{decision.method}:{norm.fingerprint}", decision.why()
 
 
 async def _failed(exc: Exception) -> IncidentResult:

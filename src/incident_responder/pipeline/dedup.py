@@ -158,6 +158,8 @@ class Deduplicator:
                 similarity=1.0,
                 template=norm.template,
                 related_ticket_ids=(),
+                threshold=1.0,
+                report_template=norm.template,
             )
         if vector is None:
             raise ValueError("a report without a fingerprint match needs its vector")
@@ -170,6 +172,8 @@ class Deduplicator:
                 similarity=h.score,
                 # a template made by other rules is not compared with this one's
                 comparable=h.payload.get("normalizer_version", self._version) == self._version,
+                via=_text_or_none(h.payload.get("via")),
+                cannot_link=_texts(h.payload.get("cannot_link")),
             )
             for h in hits
         ]
@@ -182,3 +186,14 @@ class Deduplicator:
             candidates.sort(key=lambda c: -c.similarity)  # best first, as the index answers
             candidates = candidates[: self._search_limit]
         return choose_match(norm.template, candidates, self._thresholds)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    """A payload's list of texts (a backend may hand it back as a list or a tuple)."""
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(v for v in value if isinstance(v, str))

@@ -30,6 +30,7 @@ from incident_responder.pipeline.occurrence import Occurrence
 
 ResolvePolicy = Literal["all", "first", "never"]
 SYSTEM_AUTHOR = "incident-responder"
+MAX_WHY = 50  # lines of why a ticket keeps (one per distinct way reports joined it)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def open_ticket(
     joined before it was written."""
     first = reports[0]
     ticket.comments.append(_occurrence_comment(first, regression=False))
+    _explain(ticket, first)
     applied = Applied(regressions=[False], flapping=[False], fresh=1)
     ticket.announced = False
     _track_alert(ticket, first, rules, applied)
@@ -113,9 +115,13 @@ def apply_reports(
             if ticket.announced and not report.silenced:
                 applied.events.append("flapping" if flapping else "regression")
         ticket.comments.append(_occurrence_comment(report, regression=reopen))
+        _explain(ticket, report)
         if report.fingerprint not in ticket.signatures:
             ticket.signatures[report.fingerprint] = Signature(
-                template=report.template, embed_text=report.embed_text, normalizer_version=version
+                template=report.template,
+                embed_text=report.embed_text,
+                normalizer_version=version,
+                service=report.service if report.service != ticket.service else None,
             )
             applied.new_templates.append(report)
         _track_alert(ticket, report, rules, applied)
@@ -163,7 +169,14 @@ def _occurrence_comment(report: Occurrence, *, regression: bool) -> Comment:
         author=SYSTEM_AUTHOR,
         body=report.log,
         incident_id=report.incident_id,
+        fingerprint=report.fingerprint,
     )
+
+
+def _explain(ticket: Ticket, report: Occurrence) -> None:
+    """Keep the report's line of why, if it joined in a way the ticket has no line for yet."""
+    if report.why is not None and report.why[0] not in ticket.why and len(ticket.why) < MAX_WHY:
+        ticket.why[report.why[0]] = report.why[1]
 
 
 def _is_repeat(ticket: Ticket, report: Occurrence) -> bool:

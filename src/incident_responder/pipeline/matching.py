@@ -13,11 +13,17 @@ service by embedding (one stored vector per distinct template per ticket). Here:
 * otherwise a new ticket, with the tickets whose cosine reaches ``related`` listed as
   related (never merged).
 
+People's corrections come before any threshold: a candidate whose ticket had a form like this
+report's split off (``Candidate.cannot_link``) is never joined, and a match to a form a merge
+or split put where it is counts as a ``"correction"``. Every decision carries its evidence:
+the score, the threshold it passed, both templates and the tokens in which they differ.
+
 ``DEFAULT_THRESHOLDS`` were calibrated with ``scripts/tune_dedup.py`` on the dev set.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Sequence
@@ -32,10 +38,11 @@ __all__ = [
     "MatchDecision",
     "MatchThresholds",
     "choose_match",
+    "differing_tokens",
     "template_similarity",
 ]
 
-Method = Literal["fingerprint", "template", "semantic", "alert"]
+Method = Literal["fingerprint", "template", "semantic", "alert", "correction"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class Candidate:
     # with this report's, so the report never joins it by template or semantic match (only
     # listed as related); ``reindex`` brings old tickets to the current rules.
     comparable: bool = True
+    via: str | None = None  # "merge" / "split": a person's correction put this form in its ticket
+    cannot_link: tuple[str, ...] = ()  # templates split off its ticket: never joined again
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,45 @@ class MatchDecision:
     similarity: float | None  # the similarity that justified it (1.0 for fingerprint)
     template: str  # the matched template (or the query's own if no match)
     related_ticket_ids: tuple[str, ...]
+    threshold: float | None = None  # what ``similarity`` had to reach
+    report_template: str = ""  # the report's own template
+    differing: tuple[str, ...] = ()  # tokens of the two templates that differ
+    refused: tuple[str, ...] = ()  # tickets a split forbade this report to join
+
+    def why(self) -> str:
+        """One line saying why the report joined its ticket."""
+        if self.method in ("fingerprint", "alert"):
+            return (
+                "the source alert joined it before"
+                if self.method == "alert"
+                else f"same normalized form: {_short(self.report_template)}"
+            )
+        score = f"{self.similarity or 0.0:.3f} >= {self.threshold or 0.0:.3f}"
+        differing = f"; differs in {' '.join(self.differing)}" if self.differing else ""
+        return f"{self.method} {score}: {_short(self.report_template)} ~ {_short(self.template)}{differing}"
+
+
+MAX_DIFFERING = 12  # differing tokens named in an explanation
+_SHORT = 160  # characters of a template in an explanation line
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _SHORT else text[: _SHORT - 1] + "…"
+
+
+def differing_tokens(report: str, matched: str) -> tuple[str, ...]:
+    """The tokens in which two templates differ (``-`` the matched one's, ``+`` the report's),
+    aligned on their longest common runs; at most ``MAX_DIFFERING`` (both cut to
+    ``MAX_DP_TOKENS`` tokens, so the cost is bounded)."""
+    a, b = matched.split()[:MAX_DP_TOKENS], report.split()[:MAX_DP_TOKENS]
+    out: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        out += [f"-{t}" for t in a[i1:i2]] + [f"+{t}" for t in b[j1:j2]]
+        if len(out) >= MAX_DIFFERING:
+            break
+    return tuple(out[:MAX_DIFFERING])
 
 
 # Calibrated with scripts/tune_dedup.py on the dev set:
@@ -205,8 +253,18 @@ def choose_match(
     """Pick the ticket this report joins (or none) from the nearest earlier reports.
 
     Ties prefer the stronger evidence, then the higher cosine, then the earlier
-    candidate (the caller passes them best-first).
+    candidate (the caller passes them best-first). Before any threshold, a candidate whose
+    ticket had a form like this report's split off is set aside (never joined).
     """
+    refused = {
+        c.ticket_id
+        for c in candidates
+        if any(
+            t == template or template_similarity(template, t) >= thresholds.template_similarity
+            for t in c.cannot_link
+        )
+    }
+    candidates = [c for c in candidates if c.ticket_id not in refused]
     scored = [
         (c, template_similarity(template, c.template) if c.comparable else -1.0, _cos(c.similarity))
         for c in candidates
@@ -249,13 +307,25 @@ def choose_match(
 
     if chosen is None:
         return MatchDecision(
-            ticket_id=None, method=None, similarity=None, template=template, related_ticket_ids=related_ids
+            ticket_id=None,
+            method=None,
+            similarity=None,
+            template=template,
+            related_ticket_ids=related_ids,
+            report_template=template,
+            refused=tuple(sorted(refused)),
         )
     cand, sim, method = chosen
+    threshold = thresholds.template_similarity if method == "template" else thresholds.auto_merge
     return MatchDecision(
         ticket_id=cand.ticket_id,
-        method=method,
+        # a form a person's merge or split put there, or a split that ruled out another ticket
+        method="correction" if cand.via is not None or refused else method,
         similarity=sim,
         template=cand.template,
         related_ticket_ids=related_ids,
+        threshold=threshold,
+        report_template=template,
+        differing=differing_tokens(template, cand.template),
+        refused=tuple(sorted(refused)),
     )

@@ -21,3 +21,6 @@ class Occurrence:
     vector: Vector | None  # None only when the fingerprint is already indexed
     alert: AlertInfo | None = None
     silenced: bool = False
+    # (way, line): why it joined its ticket, one line per distinct way (see Ticket.why)
+    why: tuple[str, str] | None = None
+    service: str | None = None  # its service (None: its ticket's)

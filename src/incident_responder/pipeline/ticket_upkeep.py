@@ -19,6 +19,7 @@ from incident_responder.pipeline.ticketing import (
     full_jitter,
     incident_point,
     incident_point_id,
+    signature_point,
     write_turn,
 )
 from incident_responder.ports import Embedder, VectorFilter, VectorIndex, WriteLock
@@ -68,22 +69,24 @@ class TicketUpkeep:
 
     def reindex_ticket(self, ticket: Ticket, embedder: Embedder) -> int:
         """Write every missing vector of ``ticket`` from its stored signatures; returns how many."""
+        if ticket.status == "merged":  # its forms are the survivor's now
+            return 0
         missing = [
             (fp, sig)
             for fp, sig in ticket.signatures.items()
-            if not self._index.exists(incident_point_id(ticket.tenant, ticket.ticket_id, fp))
+            if not self._index.exists(
+                incident_point_id(
+                    ticket.tenant,
+                    ticket.ticket_id,
+                    fp,
+                    sig.service if sig.service != ticket.service else None,
+                )
+            )
         ]
         if not missing:
             return 0
         vectors = embedder.embed([sig.embed_text for _, sig in missing])
-        points = [
-            incident_point(
-                ticket,
-                Occurrence("", "", fp, sig.template, sig.embed_text, vectors[i]),
-                sig.normalizer_version or ticket.normalizer_version,
-            )
-            for i, (fp, sig) in enumerate(missing)
-        ]
+        points = [signature_point(ticket, fp, sig, vectors[i]) for i, (fp, sig) in enumerate(missing)]
         self._index.upsert(points)
         return len(points)
 
@@ -96,7 +99,7 @@ class TicketUpkeep:
             return 0
         changed = 0
         for ticket in self._tickets.iter_all(tenant):
-            if ticket.normalizer_version != self._normalizer_version:
+            if ticket.normalizer_version != self._normalizer_version and ticket.status != "merged":
                 changed += self._renormalize_ticket(tenant, ticket.ticket_id, embedder, normalize)
         self._tickets.set_normalizer_mark(tenant, self._normalizer_version)
         return changed

@@ -49,6 +49,7 @@ from incident_responder.pipeline.lifecycle import (
 from incident_responder.pipeline.occurrence import Occurrence
 from incident_responder.ports import (
     ObjectWrite,
+    Vector,
     VectorFilter,
     VectorIndex,
     VectorPoint,
@@ -56,7 +57,16 @@ from incident_responder.ports import (
 )
 from incident_responder.repositories import PendingMarkers, TicketRepository
 
-__all__ = ["Attached", "Draft", "Occurrence", "TicketDesk", "full_jitter", "incident_point", "write_turn"]
+__all__ = [
+    "Attached",
+    "Draft",
+    "Occurrence",
+    "TicketDesk",
+    "full_jitter",
+    "incident_point",
+    "signature_point",
+    "write_turn",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -74,8 +84,19 @@ def full_jitter(cap: float) -> None:
     time.sleep(random.uniform(0.0, cap))
 
 
-def incident_point_id(tenant: str, ticket_id: str, fingerprint: str) -> str:
-    return point_id(tenant, "incident", ticket_id, fingerprint)
+MAX_CANNOT_LINK = 20  # split-off templates a ticket's vectors carry (dedup never joins those)
+
+
+def incident_point_id(tenant: str, ticket_id: str, fingerprint: str, service: str | None = None) -> str:
+    """The id of a ticket's vector of one form; ``service``: a form of another service's
+    reports, which a person merged into it."""
+    parts = [tenant, "incident", ticket_id, fingerprint]
+    return point_id(*parts, service) if service else point_id(*parts)
+
+
+def cannot_link(ticket: Ticket) -> list[str]:
+    """The templates of forms split off ``ticket`` (newest last), which its vectors carry."""
+    return [s.template for s in ticket.split_off.values()][-MAX_CANNOT_LINK:]
 
 
 def write_turn(write_lock: WriteLock | None, tenant: str) -> AbstractContextManager[None]:
@@ -83,24 +104,42 @@ def write_turn(write_lock: WriteLock | None, tenant: str) -> AbstractContextMana
     return nullcontext() if write_lock is None else write_lock.hold(tenant)
 
 
-def incident_point(ticket: Ticket, report: Occurrence, version: str) -> VectorPoint:
-    """The vector of one normalized form of ``ticket``, made by the rules of ``version``."""
+def incident_point(
+    ticket: Ticket, report: Occurrence, version: str, *, via: str | None = None
+) -> VectorPoint:
+    """The vector of one normalized form of ``ticket``, made by the rules of ``version``;
+    ``via``: the correction (merge, split) that put the form in this ticket."""
     if report.vector is None:
         raise ValueError("a report with a new fingerprint needs its vector")
+    other = report.service if report.service and report.service != ticket.service else None
+    payload: dict[str, object] = {
+        "tenant": ticket.tenant,
+        "kind": "incident",
+        "service": other or ticket.service,
+        "ticket_id": ticket.ticket_id,
+        "fingerprint": report.fingerprint,
+        "template": report.template,  # read by dedup; the embed text lives in the ticket
+        "status": ticket.status,
+        "normalizer_version": version,
+    }
+    if via is not None:
+        payload["via"] = via
+    if ticket.split_off:
+        payload["cannot_link"] = cannot_link(ticket)
     return VectorPoint(
-        id=incident_point_id(ticket.tenant, ticket.ticket_id, report.fingerprint),
+        id=incident_point_id(ticket.tenant, ticket.ticket_id, report.fingerprint, other),
         vector=report.vector,
-        payload={
-            "tenant": ticket.tenant,
-            "kind": "incident",
-            "service": ticket.service,
-            "ticket_id": ticket.ticket_id,
-            "fingerprint": report.fingerprint,
-            "template": report.template,  # read by dedup; the embed text lives in the ticket
-            "status": ticket.status,
-            "normalizer_version": version,
-        },
+        payload=payload,
     )
+
+
+def signature_point(ticket: Ticket, fingerprint: str, signature: Signature, vector: Vector) -> VectorPoint:
+    """The vector of a form ``ticket`` holds, from its stored signature."""
+    report = Occurrence(
+        "", "", fingerprint, signature.template, signature.embed_text, vector, service=signature.service
+    )
+    version = signature.normalizer_version or ticket.normalizer_version
+    return incident_point(ticket, report, version, via=signature.via)
 
 
 class TicketDesk:
@@ -179,7 +218,7 @@ class TicketDesk:
         key = self._tickets.key(ticket.tenant, ticket.ticket_id)
         writes: list[ObjectWrite] = []
         if self._events is not None and events:
-            writes += self._events.writes(ticket, list(events))
+            writes += self._events.writes(ticket, list(events), merged_into=ticket.merged_into)
         if self._links is not None and alerts:
             writes += self._links.writes(ticket.tenant, ticket.ticket_id, alerts)
         return [replace(w, after=key) for w in writes]
@@ -296,6 +335,11 @@ class TicketDesk:
                     except NotFound as exc:
                         out[ticket_id] = exc
                         continue
+                    if ticket.status == "merged" or any(r.fingerprint in ticket.split_off for r in group):
+                        # A person moved these forms elsewhere after they were looked up: the
+                        # caller forgets what it remembered and decides them again.
+                        out[ticket_id] = NotFound(f"ticket {ticket_id} was corrected; decide again")
+                        continue
                     applied = apply_reports(
                         ticket,
                         group,
@@ -396,6 +440,31 @@ class TicketDesk:
 
         return self._mutate(tenant, ticket_id, change)
 
+    def feedback(
+        self, tenant: str, ticket_id: str, *, helpful: bool, comment: str | None, author: str | None
+    ) -> Ticket:
+        """Record a person's vote on the ticket's recommendation, as its last ``feedback`` (the
+        newest ``FEEDBACK_KEPT`` are kept; ``helpful_votes``/``unhelpful_votes`` count them all);
+        ``Conflict`` if the ticket has no recommendation."""
+        from incident_responder.errors import Conflict
+        from incident_responder.models import FEEDBACK_KEPT, Feedback
+
+        def change(ticket: Ticket) -> list[EventKind]:
+            shown = ticket.recommendation
+            if shown is None:
+                raise Conflict(f"ticket {ticket_id} has no recommendation to vote on")
+            vote = Feedback(
+                helpful=helpful, comment=comment, author=author, variant=shown.variant, source=shown.source
+            )
+            ticket.feedback = [*ticket.feedback[-(FEEDBACK_KEPT - 1) :], vote]
+            if helpful:
+                ticket.helpful_votes += 1
+            else:
+                ticket.unhelpful_votes += 1
+            return []
+
+        return self._mutate(tenant, ticket_id, change)
+
     def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
         """Apply ``change`` (which returns the events it causes) by compare-and-swap, retried."""
         for attempt in range(CAS_ATTEMPTS):
@@ -410,6 +479,11 @@ class TicketDesk:
                     return ticket
             self._lost(attempt, 1)
         raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {CAS_ATTEMPTS} attempts")
+
+    def update(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
+        """Apply ``change`` to a ticket (it returns the events it causes) by compare-and-swap,
+        retried on conflict; the events are written in the ticket's group commit."""
+        return self._mutate(tenant, ticket_id, change)
 
     @staticmethod
     def _ticket_filter(ticket: Ticket) -> VectorFilter:

@@ -22,6 +22,7 @@ from incident_responder.settings.sections import (
     DedupSettings,
     EmbeddedVectorSettings,
     EmbeddingSettings,
+    ExperimentSettings,
     HttpSettings,
     LocalDeadLetterSettings,
     LocalTicketSettings,
@@ -33,6 +34,7 @@ from incident_responder.settings.sections import (
     PriceTable,
     QdrantVectorSettings,
     RateLimitSettings,
+    RecommenderChoice,
     RecommenderSettings,
     RedisSettings,
     ReliabilitySettings,
@@ -53,6 +55,7 @@ __all__ = [
     "DedupSettings",
     "EmbeddedVectorSettings",
     "EmbeddingSettings",
+    "ExperimentSettings",
     "HttpSettings",
     "LocalDeadLetterSettings",
     "LocalTicketSettings",
@@ -64,6 +67,7 @@ __all__ = [
     "PriceTable",
     "QdrantVectorSettings",
     "RateLimitSettings",
+    "RecommenderChoice",
     "RecommenderSettings",
     "RedisSettings",
     "ReliabilitySettings",
@@ -154,6 +158,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     prices: PriceTable = Field(default_factory=PriceTable)
+    experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @field_validator("api_keys")
     @classmethod
@@ -182,6 +187,15 @@ class Settings(BaseSettings):
             )
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"IR_API_KEYS_FILE {self.api_keys_file} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _experiment_compares_something(self) -> Settings:
+        if self.experiment.running and self.experiment.recommender_b.same_as(self.recommender):
+            raise ValueError(
+                "IR_EXPERIMENT__RECOMMENDER_B__* is the same recommender as IR_RECOMMENDER__*: "
+                "set B to the one to compare, or IR_EXPERIMENT__B_SHARE=0"
+            )
         return self
 
     @property

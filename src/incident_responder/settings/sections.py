@@ -156,9 +156,9 @@ class S3TicketSettings(BaseModel):
 TicketSettings = Annotated[LocalTicketSettings | S3TicketSettings, Field(discriminator="kind")]
 
 
-class RecommenderSettings(BaseModel):
-    """What writes recommendations: offline (extractive) or an OpenAI-compatible chat model, and
-    the limits of its calls."""
+class RecommenderChoice(BaseModel):
+    """Which recommender writes recommendations: offline (extractive) or an OpenAI-compatible chat
+    model, and the limits of its calls."""
 
     kind: Literal["offline", "openai"] = Field(
         "offline", description="offline (extractive) or openai (any Chat Completions server)"
@@ -175,6 +175,17 @@ class RecommenderSettings(BaseModel):
     max_retries: int = Field(1, ge=0, le=10, description="SDK retries per LLM call")
     max_output_tokens: int = Field(600, ge=50, le=8000, description="LLM answer budget, tokens")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="LLM sampling temperature")
+
+    def same_as(self, other: RecommenderChoice) -> bool:
+        """Whether ``other`` chooses the same recommender (the other kind's fields ignored)."""
+        fields = {"kind", "max_steps"} if self.kind == "offline" else set(RecommenderChoice.model_fields)
+        return self.model_dump(include=fields) == other.model_dump(include=fields)
+
+
+class RecommenderSettings(RecommenderChoice):
+    """What writes recommendations (see :class:`RecommenderChoice`), and whether an LLM is asked
+    before or after a new ticket opens."""
+
     asynchronous: bool = Field(
         True,
         description="a new ticket gets the offline recommendation at once, the LLM's when it arrives",
@@ -467,3 +478,24 @@ class NotificationSettings(BaseModel):
     keep_sent: float = Field(
         7 * 86_400.0, ge=60.0, description="seconds delivered messages are kept (so they are not sent twice)"
     )
+
+
+class ExperimentSettings(BaseModel):
+    """The recommender A/B: a share of new tickets gets recommender B instead of the configured
+    one (A); their recommendations say which (``variant``), and recommendations given and votes
+    on them (``POST /v1/tickets/{id}/feedback``) are counted per variant."""
+
+    b_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of new tickets that get recommender B (0: no experiment), chosen by a hash "
+        "of the ticket's first log; while it runs, recommendations are not reused between tickets",
+    )
+    recommender_b: RecommenderChoice = Field(default_factory=RecommenderChoice)
+
+    @property
+    def running(self) -> bool:
+        """Whether any new ticket gets recommender B."""
+        return self.b_share > 0.0

@@ -9,8 +9,10 @@ from incident_responder.api.deps import ServicesDep, TenantDep
 from incident_responder.api.schemas import (
     ERROR_RESPONSES,
     CommentIn,
+    MergeIn,
     ResolveIn,
     ServiceName,
+    SplitIn,
     TicketOut,
     TicketPage,
 )
@@ -22,7 +24,7 @@ router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPO
 async def list_tickets(
     services: ServicesDep,
     tenant: TenantDep,
-    status: Literal["open", "resolved"] | None = None,
+    status: Literal["open", "resolved", "merged"] | None = None,
     service: Annotated[ServiceName | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")] = None,
@@ -53,4 +55,20 @@ async def resolve_ticket(
 ) -> TicketOut:
     resolution = body.resolution if body else None
     ticket = await anyio.to_thread.run_sync(lambda: services.desk.resolve(tenant, ticket_id, resolution))
+    return TicketOut.of(ticket)
+
+
+@router.post("/{ticket_id}/merge", response_model=TicketOut)
+async def merge_ticket(ticket_id: str, body: MergeIn, services: ServicesDep, tenant: TenantDep) -> TicketOut:
+    """Merge this ticket into ``into``: the survivor. Later reports like either join the survivor."""
+    ticket = await anyio.to_thread.run_sync(lambda: services.corrections.merge(tenant, ticket_id, body.into))
+    return TicketOut.of(ticket)
+
+
+@router.post("/{ticket_id}/split", response_model=TicketOut, status_code=201)
+async def split_ticket(ticket_id: str, body: SplitIn, services: ServicesDep, tenant: TenantDep) -> TicketOut:
+    """Move these reports (every report of their forms) to a new ticket: the new ticket."""
+    ticket = await anyio.to_thread.run_sync(
+        lambda: services.corrections.split(tenant, ticket_id, body.incident_ids)
+    )
     return TicketOut.of(ticket)
