@@ -10,16 +10,21 @@ acceptable runbook id.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from incident_responder.models import IncidentReport, Runbook
+from incident_responder.models import IncidentReport, IncidentResult, Runbook
 from incident_responder.pipeline.chunking import runbook_title
+
+if TYPE_CHECKING:
+    from incident_responder.container import Services
 
 
 @dataclass(frozen=True)
@@ -170,16 +175,8 @@ async def evaluate(
             if only in ("all", "dedup") and dedup_path.exists():
                 started = time.perf_counter()
                 records = _limited(read_jsonl(dedup_path), limit)
-                truth: dict[str, list[str]] = defaultdict(list)
-                predicted: dict[str, list[str]] = defaultdict(list)
-                for i, rec in enumerate(records):
-                    result = await services.responder.handle(
-                        tenant, IncidentReport(service=rec["service"], log=rec["log"])
-                    )
-                    truth[rec["service"]].append(str(rec["group"]))
-                    predicted[rec["service"]].append(result.ticket_id or f"__none_{i}")
-                    tick("dedup", i + 1, len(records))
-                report.dedup_per_service = {s: grouping_score(truth[s], predicted[s]) for s in truth}
+                replay = await replay_dedup(services, tenant, records, progress=tick)
+                report.dedup_per_service = replay.scores()
                 report.seconds["dedup"] = time.perf_counter() - started
             if only in ("all", "runbooks") and queries_path.exists():
                 started = time.perf_counter()
@@ -198,6 +195,152 @@ async def evaluate(
         finally:
             services.close()
     return report
+
+
+class _Replay:
+    """A labelled replay's state: per report its true group, its current ticket and form; and
+    the corrections a simulated person made. Counts per group and per ticket are kept as
+    reports arrive (recounted only after a correction, at most once per correction)."""
+
+    def __init__(self) -> None:
+        self.services: list[str] = []
+        self.truth: list[str] = []
+        self.ticket: list[str] = []
+        self.fingerprint: list[str] = []
+        self.corrections = 0
+        self._by_group: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        self._by_ticket: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def add(self, service: str, group: str, result: IncidentResult, i: int) -> None:
+        self.services.append(service)
+        self.truth.append(group)
+        self.ticket.append(result.ticket_id or f"__none_{i}")
+        self.fingerprint.append(result.fingerprint or "")
+
+    def count(self, i: int) -> None:
+        """Count report ``i`` (after its correction, if any) for the next decisions."""
+        self._by_group[(self.services[i], self.truth[i])][self.ticket[i]] += 1
+        self._by_ticket[self.ticket[i]][self.truth[i]] += 1
+
+    def home_of(self, service: str, group: str) -> str | None:
+        """The ticket holding most of the reports of ``group`` counted so far (None: none yet)."""
+        counts = self._by_group.get((service, group))
+        return counts.most_common(1)[0][0] if counts else None
+
+    def owner_of(self, ticket: str) -> str | None:
+        """The true group most reports counted so far of ``ticket`` belong to."""
+        counts = self._by_ticket.get(ticket)
+        return counts.most_common(1)[0][0] if counts else None
+
+    def merged(self, source: str, into: str) -> None:
+        self.ticket = [into if t == source else t for t in self.ticket]
+        self._recount()
+
+    def split(self, ticket: str, fingerprint: str, into: str) -> None:
+        self.ticket = [
+            into if t == ticket and fp == fingerprint else t
+            for t, fp in zip(self.ticket, self.fingerprint, strict=True)
+        ]
+        self._recount()
+
+    def _recount(self) -> None:
+        self._by_group.clear()
+        self._by_ticket.clear()
+        for i in range(len(self.ticket) - 1):  # the last report is counted by the caller
+            self.count(i)
+
+    def scores(self) -> dict[str, GroupingScore]:
+        by_service: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        for service, truth, ticket in zip(self.services, self.truth, self.ticket, strict=True):
+            by_service[service][0].append(truth)
+            by_service[service][1].append(ticket)
+        return {s: grouping_score(t, p) for s, (t, p) in by_service.items()}
+
+
+async def replay_dedup(
+    services: Services,
+    tenant: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    corrections: int = 0,
+    progress: Progress | None = None,
+) -> _Replay:
+    """Post ``records`` in order; a simulated person corrects the first ``corrections`` wrong
+    decisions as they happen, as a person would with the API: a report that opened a ticket
+    although its group has one is merged into that one; a report that joined a ticket of
+    another group is split off it (its form with it). A decision that cannot be corrected
+    (a split that would leave nothing) is left as it is and not counted."""
+    from incident_responder.errors import IncidentResponderError
+
+    state = _Replay()
+    tick = progress or (lambda *_: None)
+    for i, rec in enumerate(records):
+        service, group = str(rec["service"]), str(rec["group"])
+        result = await services.responder.handle(tenant, IncidentReport(service=service, log=rec["log"]))
+        state.add(service, group, result, i)
+        tick("dedup", i + 1, len(records))
+        ticket = result.ticket_id
+        if state.corrections < corrections and ticket is not None:
+            with contextlib.suppress(IncidentResponderError):  # not correctable: left as it is
+                await _correct(services, tenant, state, i, result)
+        state.count(i)
+    return state
+
+
+async def _correct(services: Services, tenant: str, state: _Replay, i: int, result: IncidentResult) -> None:
+    """What a person would do about report ``i``'s decision, if it was wrong."""
+    ticket = result.ticket_id
+    assert ticket is not None
+    group = state.truth[i]
+    home = state.home_of(state.services[i], group)
+    if result.status == "new" and home is not None and home != ticket:
+        await asyncio.to_thread(services.corrections.merge, tenant, ticket, home)
+        state.merged(ticket, home)
+        state.corrections += 1
+    elif result.status != "new" and state.owner_of(ticket) not in (None, group):
+        new = await asyncio.to_thread(services.corrections.split, tenant, ticket, [result.incident_id])
+        state.split(ticket, state.fingerprint[i], new.ticket_id)
+        state.corrections += 1
+
+
+@dataclass(frozen=True)
+class LearningPoint:
+    """Grouping quality after a simulated person corrected up to ``budget`` wrong decisions."""
+
+    budget: int
+    corrections: int  # how many were made (there may have been fewer wrong decisions)
+    f1: float
+    ga: float
+
+
+async def learning_curve(
+    data: Path, budgets: Sequence[int] = (0, 1, 5, 20), *, limit: int = 0, embedder: Any = None
+) -> list[LearningPoint]:
+    """Replay ``data``'s dedup.jsonl once per budget, each in a fresh data dir, correcting the
+    first ``budget`` wrong decisions (see :func:`replay_dedup`); macro F1 and GA of each."""
+    from incident_responder.container import build_services
+    from incident_responder.settings import Settings
+
+    records = _limited(read_jsonl(data / "dedup.jsonl"), limit)
+    out = []
+    for budget in budgets:
+        with tempfile.TemporaryDirectory(prefix="ir-learn-") as tmp:
+            services = build_services(Settings(data_dir=Path(tmp), insecure_no_auth=True), embedder=embedder)
+            try:
+                replay = await replay_dedup(services, "eval", records, corrections=budget)
+            finally:
+                services.close()
+        scores = list(replay.scores().values())
+        n = len(scores) or 1
+        out.append(
+            LearningPoint(
+                budget,
+                replay.corrections,
+                sum(s.f1 for s in scores) / n,
+                sum(s.ga for s in scores) / n,
+            )
+        )
+    return out
 
 
 def _limited(records: Iterable[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

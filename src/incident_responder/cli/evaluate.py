@@ -18,6 +18,14 @@ def evaluate_command(
     out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     only: Annotated[str, typer.Option(help="all | dedup | runbooks")] = "all",
     limit: Annotated[int, typer.Option(help="first N reports per service (0: all)")] = 0,
+    learning_curve: Annotated[
+        str | None,
+        typer.Option(
+            "--learning-curve",
+            help="also replay dedup once per budget (e.g. 0,1,5,20) while a simulated person "
+            "corrects the first K wrong decisions (merge or split), and print F1/GA after each",
+        ),
+    ] = None,
 ) -> None:
     """Measure dedup and runbook retrieval on an eval dir (dedup.jsonl, runbooks/, runbook_queries.jsonl)."""
     import asyncio
@@ -30,6 +38,7 @@ def evaluate_command(
 
     if only not in ("all", "dedup", "runbooks"):
         raise typer.BadParameter("--only must be all, dedup or runbooks")
+    budgets = _budgets(learning_curve) if learning_curve is not None else []
     configure_logging("warning", "console")
     console = Console(stderr=True)
     with Progress(
@@ -78,6 +87,28 @@ def evaluate_command(
                 str(r.queries), variant, f"{r.recall_at_1:.4f}", f"{r.recall_at_3:.4f}", f"{r.mrr:.4f}"
             )
         Console().print(table)
+    summary = report.to_json()
+    if budgets:
+        from incident_responder.evaluation import learning_curve as curve
+
+        points = asyncio.run(curve(directory, budgets, limit=limit))
+        table = Table(title="learning curve: F1/GA after a person corrects the first K wrong decisions")
+        for col in ("K", "corrections made", "F1", "GA"):
+            table.add_column(col, justify="right")
+        for p in points:
+            table.add_row(str(p.budget), str(p.corrections), f"{p.f1:.4f}", f"{p.ga:.4f}")
+        Console().print(table)
+        summary["learning_curve"] = [vars(p) for p in points]
     if out is not None:
-        out.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
+        out.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     typer.echo(report.last_line())
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("--learning-curve takes comma-separated counts, e.g. 0,1,5,20") from None
+    if not budgets or any(b < 0 or b > 10_000 for b in budgets):
+        raise typer.BadParameter("--learning-curve counts must be between 0 and 10000")
+    return budgets
