@@ -25,7 +25,7 @@ from incident_responder.alerts.links import AlertLinks
 from incident_responder.alerts.reading import AlertReader
 from incident_responder.backends import Backends, build_backends
 from incident_responder.backends.notifiers import notifier_for
-from incident_responder.errors import BackendUnavailable
+from incident_responder.errors import BackendUnavailable, ConfigError
 from incident_responder.lru import LruCache
 from incident_responder.models import IncidentResult
 from incident_responder.notifications.channels import ChannelBook
@@ -44,11 +44,12 @@ from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
 from incident_responder.pipeline.late_recommendations import LateRecommendations
 from incident_responder.pipeline.late_variants import late_recommendations
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
-from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer
+from incident_responder.pipeline.normalize import LogNormalizer
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.responder import Responder
 from incident_responder.pipeline.runbook_index import RunbookIndex
 from incident_responder.pipeline.runbooks import RunbookCatalog
+from incident_responder.pipeline.shadow import Shadow, normalizer_without
 from incident_responder.pipeline.source_alerts import SourceAlerts
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
@@ -94,10 +95,13 @@ class Services:
     http: httpx.AsyncClient  # the dispatcher's
     later: LateRecommendations | None  # an LLM asked after its ticket opened
     corrections: Corrections  # people's merges and splits
+    shadow: Shadow | None = None  # a candidate grouping deciding beside the live one
 
     async def aclose(self) -> None:
         """Release what needs the event loop to close (the dispatcher's connections)."""
         await self.http.aclose()
+        if self.shadow is not None:
+            await self.shadow.close()
         if self.later is not None:
             await self.later.close()
 
@@ -141,6 +145,9 @@ class Services:
         self.backends.close()
 
 
+_THRESHOLD_FIELDS = {"auto_merge", "related", "template_similarity"}
+
+
 def thresholds_from(settings: Settings) -> MatchThresholds:
     """The calibrated defaults, with whatever the operator overrode."""
     given = {
@@ -181,6 +188,15 @@ def build_services(
 ) -> Services:
     """Open backends (unless given), compose the pipeline, preload runbooks and repair
     interrupted writes (blocking)."""
+    try:
+        normalizer, normalizer_version = normalizer_without(settings.dedup.without_rules)
+        shadow_table = (
+            normalizer_without(settings.shadow.without_rules)
+            if settings.shadow.enabled and settings.shadow.without_rules is not None
+            else (normalizer, normalizer_version)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"IR_DEDUP__WITHOUT_RULES / IR_SHADOW__WITHOUT_RULES: {exc}") from exc
     backends = backends or build_backends(settings, metrics=metrics, embedder=embedder)
     metrics = backends.metrics
     naive = settings.performance.naive
@@ -203,7 +219,7 @@ def build_services(
         tickets=tickets,
         pending=PendingMarkers(objects),
         index=index,
-        normalizer_version=NORMALIZER_VERSION,
+        normalizer_version=normalizer_version,
         write_lock=backends.write_lock,
         on_conflict=metrics.ticket_conflicts.inc,
         occurrence_comments=settings.occurrence_comments,
@@ -218,7 +234,7 @@ def build_services(
         tickets=tickets,
         pending=PendingMarkers(objects),
         index=index,
-        normalizer_version=NORMALIZER_VERSION,
+        normalizer_version=normalizer_version,
         write_lock=backends.write_lock,
     )
     catalog = RunbookCatalog(
@@ -266,7 +282,7 @@ def build_services(
             thresholds=thresholds_from(settings),
             search_limit=settings.dedup.search_limit,
             fingerprints=fingerprints,
-            normalizer_version=NORMALIZER_VERSION,
+            normalizer_version=normalizer_version,
         ),
         fingerprints=fingerprints,
         desk=desk,
@@ -282,7 +298,29 @@ def build_services(
     groups: Grouper[InFlight, Awaitable[IncidentResult]] = (
         OneAtATime(decider.decide) if naive else Coalescer(decider.decide_groups)
     )
-    normalizer = LogNormalizer()
+    shadow = None
+    if settings.shadow.enabled:
+        candidate = settings.shadow
+        shadow = Shadow(
+            normalizer=shadow_table[0],
+            version=shadow_table[1],
+            thresholds=dataclasses.replace(
+                thresholds_from(settings),
+                **{
+                    k: v
+                    for k, v in candidate.model_dump(
+                        include={"auto_merge", "related", "template_similarity"}
+                    ).items()
+                    if v is not None
+                },
+            ),
+            embedder=backends.embedder,
+            search_limit=settings.dedup.search_limit,
+            sample=candidate.sample,
+            queue_size=candidate.queue,
+            on_verdict=metrics.count_shadow,
+            settings={"without_rules": candidate.without_rules},
+        )
     responder = Responder(
         normalizer=normalizer,
         embedder=backends.embedder,
@@ -306,6 +344,7 @@ def build_services(
         vectors=TenantVectors(backends.vector_cache) if backends.vector_cache is not None else None,
         alerts=SourceAlerts(links=links, desk=desk, incidents=incidents),
         silences=silences,
+        shadow=shadow,
     )
     alert_intake = AlertIntake(
         reader=AlertReader(
@@ -366,6 +405,7 @@ def build_services(
         messages_put=messages_put,
         http=http,
         later=later,
+        shadow=shadow,
         corrections=Corrections(
             desk=desk,
             tickets=tickets,

@@ -29,6 +29,7 @@ from incident_responder.api.routes import (
     ops,
     policy,
     runbooks,
+    shadow,
     silences,
     tickets,
 )
@@ -193,7 +194,7 @@ def create_app(
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.backends.idempotency, services.backends.locks)
     install_error_handlers(app)
-    for module in (incidents, alerts, tickets, feedback, runbooks, channels, silences, policy, ops):
+    for module in (incidents, alerts, tickets, feedback, runbooks, channels, silences, policy, shadow, ops):
         app.include_router(module.router)
 
     http = settings.http

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from incident_responder.cli import data, evaluate, labels, notify, serve  # noqa: F401 - each registers its commands
+from incident_responder.cli import data, evaluate, labels, notify, serve, shadow  # noqa: F401 - each registers its commands
 from incident_responder.cli.common import app
 
 __all__ = ["app", "main"]

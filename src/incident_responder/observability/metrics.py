@@ -69,6 +69,12 @@ class Metrics:
             ["status", "service", "tenant"] if tenant_label else ["status", "service"],
             registry=self.registry,
         )
+        self.shadow_decisions = Counter(
+            "ir_shadow_decisions_total",
+            "Reports the shadow (candidate) grouping decided again, by how it compared with the live one",
+            ["verdict"],
+            registry=self.registry,
+        )
         self.match_methods = Counter(
             "ir_dedup_matches_total",
             "Reports merged into a ticket, by how they matched",
@@ -211,6 +217,10 @@ class Metrics:
     def cache_counter(self, cache: str) -> Callable[[bool], None]:
         hit, miss = self.cache_lookups.labels(cache, "hit"), self.cache_lookups.labels(cache, "miss")
         return lambda found: (hit if found else miss).inc()
+
+    def count_shadow(self, verdict: str) -> None:
+        """One shadow decision: agree, disagree, warming_up or dropped."""
+        self.shadow_decisions.labels(verdict).inc()
 
     def count_incident(self, status: str, service: str, tenant: str) -> None:
         service = self._service(service)

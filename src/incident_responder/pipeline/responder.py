@@ -32,6 +32,7 @@ from incident_responder.pipeline.deciding import Decider, InFlight
 from incident_responder.pipeline.dedup import FingerprintLookup
 from incident_responder.pipeline.normalize import LogNormalizer, NormalizedLog
 from incident_responder.pipeline.runbooks import RunbookCatalog
+from incident_responder.pipeline.shadow import Shadow
 from incident_responder.pipeline.source_alerts import SourceAlerts, resolves
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
@@ -70,6 +71,7 @@ class Responder:
         vectors: TenantVectors | None = None,
         alerts: SourceAlerts | None = None,
         silences: SilenceBook | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self._normalizer = normalizer
         self._embedder = embedder
@@ -86,6 +88,7 @@ class Responder:
         self._vectors = vectors
         self._alerts = alerts
         self._silences = silences
+        self._shadow = shadow
 
     async def _in_slices(
         self, stage: str, sizes: Sequence[int], work: Callable[[int, int], list[R]]
@@ -231,6 +234,14 @@ class Responder:
             else:
                 self._classified(tenant, entry.report, outcome, started)
             results.append(outcome)
+        if self._shadow is not None:
+            self._shadow.observe(
+                tenant,
+                [
+                    (e.report.service, e.report.log, e.norm.embed_text, e.vector, r)
+                    for e, r in zip(entries, results, strict=True)
+                ],
+            )
         return results
 
     async def _known_tickets(

@@ -40,6 +40,7 @@ from incident_responder.settings.sections import (
     ReliabilitySettings,
     RetrievalSettings,
     S3TicketSettings,
+    ShadowSettings,
     SqsDeadLetterSettings,
     TicketSettings,
     TracingSettings,
@@ -74,6 +75,7 @@ __all__ = [
     "RetrievalSettings",
     "S3TicketSettings",
     "Settings",
+    "ShadowSettings",
     "SqsDeadLetterSettings",
     "TicketSettings",
     "TracingSettings",
@@ -131,6 +133,7 @@ class Settings(BaseSettings):
         "auto", description="json, console, or auto (JSON unless stderr is a terminal)"
     )
     dedup: DedupSettings = Field(default_factory=DedupSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vector: VectorSettings = Field(default_factory=EmbeddedVectorSettings)

@@ -26,6 +26,30 @@ class DedupSettings(BaseModel):
         None, ge=0.0, le=1.0, description="template token similarity for a template match (unset: calibrated)"
     )
     search_limit: int = Field(10, ge=1, le=100, description="earlier reports compared per incident")
+    without_rules: list[str] = Field(
+        default_factory=list,
+        description="normalizer rules (by name) left out of the live table; "
+        "changing it re-normalizes stored tickets at start-up",
+    )
+
+
+class ShadowSettings(BaseModel):
+    """A candidate grouping (normalizer table and thresholds) run beside the live one on live
+    traffic, deciding without writing: ``GET /v1/shadow/report``; ``shadow promote``."""
+
+    enabled: bool = Field(False, description="run the candidate beside the live grouping")
+    auto_merge: float | None = Field(None, ge=0.0, le=1.0, description="candidate auto_merge (unset: live)")
+    related: float | None = Field(None, ge=0.0, le=1.0, description="candidate related (unset: live)")
+    template_similarity: float | None = Field(
+        None, ge=0.0, le=1.0, description="candidate template_similarity (unset: live)"
+    )
+    without_rules: list[str] | None = Field(
+        None, description="normalizer rules the candidate leaves out (unset: the live table's)"
+    )
+    sample: float = Field(1.0, gt=0.0, le=1.0, description="share of reports the candidate decides")
+    queue: int = Field(
+        1_000, ge=1, le=100_000, description="reports waiting for the candidate; more are dropped"
+    )
 
 
 class RetrievalSettings(BaseModel):
