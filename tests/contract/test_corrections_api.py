@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import pytest
 
 from incident_responder.container import Services
 from incident_responder.ports import VectorFilter
@@ -248,3 +249,71 @@ async def test_an_interrupted_correction_is_finished_at_start_up(
     services = make_services(make_settings())
     assert services.backends.objects.list_keys("acme/corrections/") == []
     services.close()
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["here", "by-another-replica"])
+async def test_merged_source_alerts_settle_the_survivor_and_a_merged_ticket_is_not_resolved(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services], elsewhere: bool
+) -> None:
+    """Merged here, the alerts' links are rewritten; merged by another replica, this one's
+    links still name the merged ticket, which passes the alerts on to the survivor."""
+    from incident_responder.pipeline.corrections import Corrections
+    from tests.contract.test_alerts_api import _alert, _send
+
+    services = make_services(make_settings(notifications={"allow_private_targets": True}))
+    async with serving(services) as http:
+        r = await http.put(
+            "/v1/notifications/channels/hook",
+            json={"kind": "webhook", "url": "http://127.0.0.1:9/ir", "secret": "s" * 32},
+            headers=ACME,
+        )
+        assert r.status_code in (200, 201), r.text
+        (disk,) = await _send(http, _alert("aa01", name="DiskFull"))
+        (cpu,) = await _send(http, _alert("bb02", name="CpuSaturated", job="api"))
+        assert disk["ticket_id"] != cpu["ticket_id"]
+        if elsewhere:
+            merged_by = Corrections(
+                desk=services.desk,
+                tickets=services.tickets,
+                incidents=services.incidents,
+                index=services.backends.index,
+                objects=services.backends.objects,
+            ).merge("acme", cpu["ticket_id"], disk["ticket_id"])
+            survivor = await ticket(http, merged_by.ticket_id)
+        else:
+            r = await http.post(
+                f"/v1/tickets/{cpu['ticket_id']}/merge", json={"into": disk["ticket_id"]}, headers=ACME
+            )
+            assert r.status_code == 200
+            survivor = r.json()
+        assert {a["alert"] for a in survivor["source_alerts"]} == {"alertmanager:aa01", "alertmanager:bb02"}
+        # the merged ticket's own alert fires again: the survivor; resolves: settles the survivor
+        (again,) = await _send(
+            http, _alert("bb02", name="CpuSaturated", job="api", starts="2026-12-03T10:05:00Z")
+        )
+        assert again["ticket_id"] == disk["ticket_id"]
+        if elsewhere:  # this process's link still names the merged ticket
+            link = services.backends.objects.get("acme/alerts/alertmanager/bb02.json")
+            assert link is not None and json.loads(link.data)["ticket_id"] == cpu["ticket_id"]
+        (ended,) = await _send(
+            http,
+            _alert(
+                "bb02",
+                name="CpuSaturated",
+                job="api",
+                status="resolved",
+                starts="2026-12-03T10:05:00Z",
+                ends="2026-12-03T10:09:00Z",
+            ),
+        )
+        assert ended["ticket_id"] == disk["ticket_id"]
+        assert (await ticket(http, disk["ticket_id"]))["status"] == "open"  # policy all: aa01 still firing
+        await _send(http, _alert("aa01", status="resolved", ends="2026-12-03T10:10:00Z"))
+        assert (await ticket(http, disk["ticket_id"]))["status"] == "resolved"
+        merged = await ticket(http, cpu["ticket_id"])
+        assert merged["status"] == "merged"
+        r = await http.post(f"/v1/tickets/{cpu['ticket_id']}/resolve", headers=ACME)
+        assert r.status_code == 409 and (await ticket(http, cpu["ticket_id"]))["status"] == "merged"
+        events = await services.stages.run("pump", lambda: services.events.pending("acme", 100))
+        kinds = [(e.ticket_id, e.kind, e.merged_into) for e in events]
+        assert (cpu["ticket_id"], "merged", disk["ticket_id"]) in kinds

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from incident_responder.alerts.links import AlertLinks
-from incident_responder.errors import LimitReached, NotFound, VersionConflict
+from incident_responder.errors import Conflict, LimitReached, NotFound, VersionConflict
 from incident_responder.ids import point_id
 from incident_responder.models import (
     AlertInfo,
@@ -403,24 +403,42 @@ class TicketDesk:
         return self._mutate(tenant, ticket_id, change)
 
     def resolve(self, tenant: str, ticket_id: str, resolution: str | None) -> Ticket:
-        """Resolve a ticket now (a person's resolution)."""
-        ticket = self._mutate(tenant, ticket_id, lambda t: resolve(t, resolution, at=utcnow(), author="api"))
+        """Resolve a ticket now (a person's resolution); ``Conflict`` for a merged ticket."""
+
+        def change(ticket: Ticket) -> list[EventKind]:
+            if ticket.status == "merged":
+                raise Conflict(f"ticket {ticket_id} was merged into {ticket.merged_into}; resolve that one")
+            return resolve(ticket, resolution, at=utcnow(), author="api")
+
+        ticket = self._mutate(tenant, ticket_id, change)
         self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
         return ticket
 
     def settle(self, tenant: str, marks: Mapping[str, Sequence[AlertInfo]]) -> dict[str, Ticket | NotFound]:
         """Record resolved source alerts (ticket id -> its alerts that resolved); each ticket
-        resolves if its tenant's resolve policy says so."""
+        resolves if its tenant's resolve policy says so. A ticket merged since its alerts joined
+        it passes them on to the ticket it was merged into (the answer is that ticket)."""
         out: dict[str, Ticket | NotFound] = {}
         for ticket_id, group in marks.items():
 
             def change(ticket: Ticket, group: Sequence[AlertInfo] = group) -> list[EventKind]:
+                if ticket.status == "merged" and ticket.merged_into:
+                    raise _Moved(ticket.merged_into)
                 return settle_alerts(ticket, group, self._rules(tenant, ticket.service), utcnow())
 
-            try:
-                ticket = self._mutate(tenant, ticket_id, change)
-            except NotFound as exc:
-                out[ticket_id] = exc
+            target = ticket_id
+            for _ in range(_MAX_HOPS):
+                try:
+                    ticket = self._mutate(tenant, target, change)
+                except _Moved as moved:
+                    target = moved.into
+                    continue
+                except NotFound as exc:
+                    out[ticket_id] = exc
+                break
+            else:
+                out[ticket_id] = NotFound(f"ticket {ticket_id}: too many merges to follow")
+            if ticket_id in out:
                 continue
             if ticket.status == "resolved":
                 self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
@@ -488,6 +506,17 @@ class TicketDesk:
     @staticmethod
     def _ticket_filter(ticket: Ticket) -> VectorFilter:
         return VectorFilter({"tenant": ticket.tenant, "kind": "incident", "ticket_id": ticket.ticket_id})
+
+
+_MAX_HOPS = 8  # merges followed from a ticket to the one holding its reports now
+
+
+class _Moved(Exception):
+    """The ticket was merged into ``into``: the change belongs there."""
+
+    def __init__(self, into: str) -> None:
+        super().__init__(into)
+        self.into = into
 
 
 @dataclass
