@@ -118,6 +118,9 @@ def export_onnx(path: Path, config: Mapping[str, Any], target: Path) -> None:
                 dynamic_axes={"tokens": {0: "batch", 1: "width"}, "mask": {0: "batch", 1: "width"}},
                 dynamo=False,
             )
+        # mkstemp makes it owner-only; a model is read by whatever user serves it (an image
+        # exports as root and serves as another user)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
