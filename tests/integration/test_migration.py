@@ -11,7 +11,7 @@ from incident_responder.container import Services
 from incident_responder.migration import copy_objects, reindex
 from incident_responder.models import IncidentReport, Runbook
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION
-from incident_responder.pipeline.ticketing import incident_point_id
+from incident_responder.pipeline.ticket_points import incident_point_id
 from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
 from tests.helpers import DB_RUNBOOK, db_log, disk_log

@@ -13,7 +13,8 @@ import pytest
 from incident_responder.container import Services
 from incident_responder.ids import new_ticket_id
 from incident_responder.models import IncidentReport
-from incident_responder.pipeline.ticketing import Draft, Occurrence, incident_point_id
+from incident_responder.pipeline.ticket_points import incident_point_id
+from incident_responder.pipeline.ticketing import Draft, Occurrence
 from incident_responder.ports import VectorFilter, VectorPoint
 from incident_responder.settings import Settings
 from tests.faults.flaky import Boom, crash

@@ -44,12 +44,8 @@ from incident_responder.models import (
 from incident_responder.notifications.model import EventKind
 from incident_responder.pipeline.dedup import FingerprintLookup
 from incident_responder.pipeline.lifecycle import MAX_WHY, SYSTEM_AUTHOR
-from incident_responder.pipeline.ticketing import (
-    MAX_OCCURRENCE_COMMENTS,
-    TicketDesk,
-    cannot_link,
-    signature_point,
-)
+from incident_responder.pipeline.ticket_points import cannot_link, signature_point
+from incident_responder.pipeline.ticketing import MAX_OCCURRENCE_COMMENTS, TicketDesk
 from incident_responder.ports import ObjectStore, VectorFilter, VectorIndex, VectorPoint
 from incident_responder.repositories import IncidentRepository, TicketRepository
 

@@ -11,15 +11,13 @@ import structlog
 from incident_responder.errors import VersionConflict
 from incident_responder.models import Signature, Ticket
 from incident_responder.pipeline.normalize import NormalizedLog
+from incident_responder.pipeline.ticket_points import incident_point, incident_point_id, signature_point
 from incident_responder.pipeline.ticketing import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     CAS_ATTEMPTS,
     Occurrence,
     full_jitter,
-    incident_point,
-    incident_point_id,
-    signature_point,
     write_turn,
 )
 from incident_responder.ports import Embedder, VectorFilter, VectorIndex, WriteLock
