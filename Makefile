@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 run: setup
-	$(BIN)/incident-responder runbooks import examples/runbooks --data-dir $(DATA)
+	$(BIN)/incident-responder runbooks import --examples --data-dir $(DATA)
 	$(BIN)/incident-responder serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 lint: setup
@@ -41,3 +41,15 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The server image (deploy/Dockerfile, docs/deploy.md): not part of `make test` (it downloads
+# and installs the whole stack: minutes). With podman the image is built in Docker format,
+# which keeps the HEALTHCHECK; IMAGE_BUILD_FLAGS passes more (build args, --isolation).
+IMAGE             ?= incident-responder:dev
+IMAGE_TOOL        ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+IMAGE_BUILD_FLAGS ?=
+.PHONY: image
+image:
+	$(IMAGE_TOOL) build -f deploy/Dockerfile -t $(IMAGE) \
+	  $(if $(filter docker,$(IMAGE_TOOL)),,--format docker --ignorefile deploy/Dockerfile.dockerignore) \
+	  $(IMAGE_BUILD_FLAGS) .

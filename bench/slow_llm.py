@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.openai_fake import FakeOpenAI, Reply, answer
 
 KEY = "bench-llm-key-123"
-RUNBOOKS = Path(__file__).resolve().parent.parent / "examples" / "runbooks"
+RUNBOOKS = Path(__file__).resolve().parent.parent / "src" / "incident_responder" / "examples" / "runbooks"
 
 
 def _load_runbooks(base_url: str) -> int:

@@ -16,7 +16,7 @@ from incident_responder.cli import app
 from tests.s3_servers import S3Server
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "evalset"
-EXAMPLES = Path(__file__).parent.parent.parent / "examples" / "runbooks"
+EXAMPLES = Path(__file__).parent.parent.parent / "src" / "incident_responder" / "examples" / "runbooks"
 
 
 @pytest.fixture

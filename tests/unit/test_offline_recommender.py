@@ -13,7 +13,7 @@ from incident_responder.backends.recommenders.offline import SOURCE, OfflineReco
 from incident_responder.models import RunbookChunk
 from incident_responder.ports import Recommender
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "runbooks"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "incident_responder" / "examples" / "runbooks"
 SECTIONS = ("Symptoms", "Impact", "Diagnosis", "Mitigation", "Escalation")
 CITATION = re.compile(r" \[runbook: ([^\]]+)\]$")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +16,11 @@ from incident_responder.logs import configure_logging
 @runbooks_app.command("import")
 def import_runbooks(
     directory: Annotated[
-        Path, typer.Argument(exists=True, file_okay=False, help="folder of Markdown runbooks")
-    ],
+        Path | None, typer.Argument(exists=True, file_okay=False, help="folder of Markdown runbooks")
+    ] = None,
+    examples: Annotated[
+        bool, typer.Option("--examples", help="the example runbooks that come with the package")
+    ] = False,
     tenant: Annotated[str, typer.Option(help="tenant that owns them")] = "default",
     data_dir: Annotated[Path | None, typer.Option(help="data directory (IR_DATA_DIR)")] = None,
 ) -> None:
@@ -28,6 +32,10 @@ def import_runbooks(
     from incident_responder.models import Runbook
     from incident_responder.pipeline.chunking import runbook_title
 
+    if (directory is None) == (not examples):
+        raise typer.BadParameter("give a folder of runbooks or --examples (one of them)")
+    if directory is None:  # package data: a real folder in the installed package (wheel or editable)
+        directory = Path(str(resources.files("incident_responder") / "examples" / "runbooks"))
     files = sorted(directory.glob("*.md"))
     if not files:
         typer.echo(f"no *.md files in {directory}", err=True)

@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -59,9 +60,22 @@ def _load_weights(path: Path) -> dict[str, Any]:
     return {k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)}
 
 
+def _torch() -> ModuleType:
+    """torch, or a ConfigError saying what to do on a serving install (ONNX Runtime only)."""
+    try:
+        import torch
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "the embedding model has no ONNX export here and torch is not installed to make one: "
+            "set IR_EMBEDDING__ONNX_CACHE_DIR to where `incident-responder prepare-model` wrote one, "
+            "or pip install torch==2.13.0 (the CPU build)"
+        ) from exc
+    return torch
+
+
 def torch_engine(path: Path, config: Mapping[str, Any]) -> Forward:
     """The forward pass as one frozen TorchScript graph on torch (one thread per pass)."""
-    import torch
+    torch = _torch()
 
     from incident_responder.backends.embedding.bert_graph import scripted_encoder
 
@@ -94,7 +108,7 @@ def export_name(path: Path, config: Mapping[str, Any]) -> str:
 def export_onnx(path: Path, config: Mapping[str, Any], target: Path) -> None:
     """Export the graph of :mod:`.bert_graph` with ``path``'s weights to ``target``
     (written to a temp file and renamed: a crash never leaves half a model there)."""
-    import torch
+    torch = _torch()
 
     from incident_responder.backends.embedding.bert_graph import Encoder
 
