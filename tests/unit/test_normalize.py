@@ -179,6 +179,151 @@ HEADER_ROWS: list[tuple[str, str, str]] = [
         "FAILED LOGIN <num> FROM tty<num>",
     ),
     ("header_only_line_kept", "2024-02-11T08:15:42Z", "<ts>"),
+    # ---- layouts no single rule was written for: fields of a general shape, in any order
+    ("iso_t_zone_then_message", "2024-02-11T08:15:42.5+01:00 cache flushed", "cache flushed"),
+    (
+        "pipes_slash_date_unpadded_time_host",
+        "2024/02/11 8:5:3.42 | WARN | node-17 | disk almost full on /data",
+        "disk almost full on <path>",
+    ),
+    (
+        "semicolons_day_mon_year_pid",
+        "11-Feb-2024 8:15:42;4411;ERROR;payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "tabs_epoch_worker_level",
+        "1707639342\tworker-7\tINFO\tcache warmed in 3.5s",
+        "cache warmed in <duration>",
+    ),
+    (
+        "counter_bracket_ctime_thread_tag",
+        "1042 [Feb 11 2024 8:15:42] [pool-2-thread-7] ERROR sync[311]: upstream unavailable",
+        "upstream unavailable",
+    ),
+    (
+        "pid_host_before_iso_zone",
+        "4411 web-3.prod.example.net 2024-02-11T08:15:42.123+01:00 WARN billing.Sync: retry 3 scheduled",
+        "retry <num> scheduled",
+    ),
+    (
+        "epoch_millis_level_thread_address_dash",
+        "1707639342123 ERROR [worker-4] 10.2.0.7 - payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "rfc1123_date_comma_fields",
+        "Sun, 11 Feb 2024 08:15:42 GMT, node-17, ERROR, payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "fields_joined_by_pipes",
+        "1042|node-17|4411|replica 3 of chunk_9 lost",
+        "replica <num> of chunk_<num> lost",
+    ),
+    ("date_and_clock_as_two_fields", "2024-02-11 | 08:15:42.123 | INFO | cache warmed", "cache warmed"),
+    ("clock_before_date", "8:15:42 PM 02/11/2024 node-17 disk full", "disk full"),
+    ("us_date_am_pm", "2/11/2024 8:15:42 PM 4411 ERROR payment 42 failed", "payment <num> failed"),
+    ("bracketed_epoch", "[1707639342] [web-3] sync stalled", "sync stalled"),
+    ("lower_case_level_before_a_pipe", "2024-02-11 08:15:42 | warn | queue depth 900", "queue depth <num>"),
+    (
+        "key_value_fields_before_level",
+        "2024-02-11T08:15:42Z host=web-3 pid=4411 ERROR payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "host_in_angle_brackets",
+        "2024-02-11 08:15:42 [4411] <web-3> ERROR: payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "double_colon_separators",
+        "20240211 081542 :: node-17 :: INFO :: cache warmed",
+        "cache warmed",
+    ),
+    (
+        "dashes_between_every_field",
+        "10.2.0.7 - 1042 - 2024-02-11T08:15:42Z - node-17 - disk full",
+        "disk full",
+    ),
+    ("compact_date_unpadded_clock", "[20240211 8:5:42 UTC] | worker-3 | disk full", "disk full"),
+    ("short_date_time_without_seconds_zone", "11.02.2024 08:15 CET cache flushed", "cache flushed"),
+    ("mmdd_time_without_seconds", "02-14 09:10 cache flushed", "cache flushed"),
+    ("day_mon_year_minutes_zone", "11 Feb 2024 08:15 GMT cache flushed", "cache flushed"),
+    ("date_alone_with_month_name", "11-Feb-2024 | cache flushed", "cache flushed"),
+    ("epoch_seconds_then_message", "1707639342.25 cache flushed", "cache flushed"),
+    ("epoch_microseconds_then_message", "1707639342123456 cache flushed", "cache flushed"),
+    (
+        "word_host_before_second_timestamp",
+        "2024-02-11 08:15:42 gateway Feb 11 08:15:42 gateway sshd[12]: session closed",
+        "session closed",
+    ),
+    (
+        "nested_bracket_context",
+        "2024-02-11 08:15:42 WARN [Peer[id=2]/0.0.0.0:2181:Follower@118] leader lost",
+        "leader lost",
+    ),
+    (
+        "word_field_joined_by_pipe_after_timestamp",
+        "2024-02-11 08:15:42|StepCounter|count reset",
+        "count reset",
+    ),
+    (
+        "log_file_name_before_timestamp",
+        "nova-api.log 2024-02-11 08:15:42.123 4411 INFO nova.osapi: request done",
+        "request done",
+    ),
+    ("yymmdd_hhmmss_then_message", "240211 081542 cache flushed", "cache flushed"),
+    ("compact_iso_basic_then_message", "20240211T081542.5Z cache flushed", "cache flushed"),
+    ("compact_datetime_am_pm_zone", "20240211 08:15:42 PM UTC;node-17;disk full", "disk full"),
+    ("logcat_date_with_zone", "[1042] | [02-11 8:15:42 UTC] | disk full", "disk full"),
+    (
+        "ruby_logger",
+        "E, [2024-02-11T08:15:42.123456 #4411] ERROR -- billing: payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "monolog_channel_level",
+        "[2024-02-11 08:15:42] production.ERROR: payment 42 failed",
+        "payment <num> failed",
+    ),
+    ("channel_level_without_colon", "[2024-02-11 08:15:42] app.WARNING disk almost full", "disk almost full"),
+    (
+        "syslog_word_host_program_no_pid",
+        "Mar  3 04:05:06 gateway cron: job backup finished",
+        "job backup finished",
+    ),
+    ("level_then_logger_without_timestamp", "WARN DbPool2: pool exhausted", "pool exhausted"),
+    (
+        "capitalized_word_after_timestamp_is_message",
+        "2024-02-11 08:15:42 | Timeout: upstream 3",
+        "Timeout: upstream <num>",
+    ),
+    (
+        "program_tag_without_level",
+        "2024-02-11 08:15:42.123 | node-7 | orbitd: antenna 3 parked",
+        "antenna <num> parked",
+    ),
+    (
+        "cri_container_stream",
+        "2024-02-11T08:15:42.123456789Z stderr F payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "celery_bracket",
+        "[2024-02-11 08:15:42,123: ERROR/ForkPoolWorker-3] payment 42 failed",
+        "payment <num> failed",
+    ),
+    (
+        "value_after_dash_is_message",
+        "2024-02-11 08:15:42 - ERROR [main] - node-7 unreachable",
+        "node-<num> unreachable",
+    ),
+    (
+        "bluegene_dash_datetime_first",
+        "2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO cache parity corrected",
+        "cache parity corrected",
+    ),
 ]
 
 # --------------------------------------------------------------------------- masking

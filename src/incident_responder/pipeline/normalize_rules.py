@@ -5,10 +5,14 @@
   log levels, pids and thread names, ``host process[pid]:`` syslog prefixes, logger
   names. A rule may require that an earlier rule of some *kind* already matched, which
   is what keeps e.g. "a bare number is a pid" from firing on a message that merely
-  starts with a number.
+  starts with a number. The rules read fields of a general shape rather than whole
+  known layouts (see the comment at the table), so that headers of systems nobody wrote
+  a rule for come off too.
 * ``DEFAULT_RULES`` (:class:`Rule`) mask the variable parts of the remaining message
   with named placeholders (``<num>``, ``<ip>``, ``<path>`` ...). Priority matters: see
   the comments at the table.
+* ``STATE_WORDS``: the words that say what happened (``down``, ``'Inactive'``,
+  ``"on-wake"``, ``deregistered``); no rule masks one, in the header or in the message.
 
 Bump ``NORMALIZER_VERSION`` whenever a rule changes: templates and fingerprints made by
 different versions are not compared (see ``pipeline.matching``), and ``reindex`` brings
@@ -20,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-NORMALIZER_VERSION: Final = "2026-11-27.1"
+NORMALIZER_VERSION: Final = "2026-12-03.1"
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,59 @@ class HeaderRule:
     flags: int = 0
 
 
+# --------------------------------------------------------------------------- state words
+# Words that say what happened, or which state something is in. A value next to one is masked,
+# the word itself never is, quoted or not ('Active' / 'Inactive', "on-wake", status=down, user
+# locked): masking it would make two different incidents one. A stem takes the usual negating
+# and phase prefixes (in-active, un-available, de-register, dis-connected, non-responsive,
+# not-ready, re-started, on-sleep, pre-start, post-stop, auto-recovered). Used only in
+# lookaheads (case-insensitive, never across whitespace); ``normalize.is_state_word`` reads a
+# single template token with it.
+_STATE_STEMS = (
+    r"up|down|on|off|online|offline|open|opened|opening|close|closed|closing|start|started|starting"
+    r"|stop|stopped|stopping|run|running|halted|pause|paused|resume|resumed|suspend|suspended"
+    r"|active|activate|activated|enable|enabled|enabling|disable|disabled|disabling|available|healthy"
+    r"|ready|valid|alive|dead|live|idle|busy|connect|connected|connecting|mount|mounted|attach|attached"
+    r"|detach|detached|lock|locked|register|registered|sleep|sleeping|asleep|wake|awake|waking|woken"
+    r"|success|succeeded|successful|fail|failed|failure|failing|pass|passed|ok|okay|error|degraded"
+    r"|normal|critical|warning|pending|complete|completed|done|accept|accepted|reject|rejected|allow"
+    r"|allowed|deny|denied|grant|granted|revoke|revoked|block|blocked|create|created|delete|deleted"
+    r"|add|added|remove|removed|join|joined|leave|left|login|logout|logged|install|installed|load"
+    r"|loaded|reachable|responsive|known|found|expired|synced|initialized|terminated|killed"
+    r"|crashed|recovered|resolved|firing|true|false|yes|no|primary|secondary|leader|follower"
+    r"|standby|full|empty|high|low|in|out|set|reset|clear|cleared"
+)
+STATE_WORDS: Final = (
+    r"(?:(?:in|un|de|dis|non[-_]?|re|not[-_]?|on[-_]|pre[-_]?|post[-_]?|auto[-_]?)?(?:" + _STATE_STEMS + r"))"
+)
+_STATE = r"(?i:" + STATE_WORDS + r")"  # as a lookahead piece: follow it with what must come next
+
 # --------------------------------------------------------------------------- header
+# Headers are read as a sequence of *fields*: each rule below takes one element off the front
+# of the line together with the separator after it (whitespace, "|", ";", ", ", " - ", " :: "), so that
+# the same rules read "ts level host msg", "ts | level | host | msg", "ts;pid;level;msg" and
+# "ts, host, level, msg" alike. A date and a time may come as one element or as two
+# ("date", "clock"), in any of the common styles, padded or not ("9:5:3"). Value-like fields
+# (numbers, hosts and thread names holding a digit, addresses) that come before a timestamp or
+# a level ("lead_fields"), or after one ("value_field"), vary from report to report the way
+# timestamps, counters, pids and hosts do: they are header, never message.
 _MON = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
 _DOW = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?"
-_TIME = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,:]\d{1,9})?"
+_AMPM = r"(?:\s?[AaPp]\.?[Mm]\.?(?![\w.]))?"
+_TIME = r"\d{1,2}:\d{1,2}(?::\d{1,2})?(?:[.,:]\d{1,9})?" + _AMPM  # padded or not: 09:05:03, 9:5:3
+_HMS = r"\d{1,2}:\d{1,2}:\d{1,2}(?:[.,]\d{1,9})?" + _AMPM  # a clock with seconds (a time on its own)
 _ZONE = r"(?:\s?(?:Z|[+-]\d{2}:?\d{2}|UTC|GMT|[ECMP][SD]T|CES?T|JST|KST|IST|BST|MSK|AES?T|HKT|SGT)(?![\w:]))?"
+# a calendar date on its own: 2024-01-05, 2024/1/5, 05.01.2024, 1/5/24, 05-Jan-2024, 5 Jan 2024,
+# Jan 5 2024, Jan 5, 2024, 2024-Jan-05, 20240105 (the digit-only forms never run into a fourth dotted part,
+# which would make them an address)
+_DATE = (
+    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.])"
+    r"|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})(?![\d.])"
+    r"|\d{1,2}[-/ ]" + _MON + r"[-/ ,]{1,2}(?:19|20)\d\d(?!\d)"
+    r"|" + _MON + r"[-/ ]\d{1,2},?[ ](?:19|20)\d\d(?!\d)"
+    r"|(?:19|20)\d\d[-/ ]" + _MON + r"[-/ ]\d{1,2}(?!\d)"
+    r"|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d))"
+)
 _LEVELS_UP = (
     r"TRACE|DEBUG|DBG|INFO|INF|NOTICE|WARN|WRN|WARNING|ERROR|ERR|SEVERE|FATAL|CRITICAL|CRIT|ALERT|EMERG"
     r"|EMERGENCY|FAILURE|VERBOSE"
@@ -87,9 +139,36 @@ _LEVELS_CAP = (
     r"Trace|Debug|Info|Information|Notice|Warn|Warning|Error|Severe|Fatal|Critical|Alert|Emergency|Verbose"
 )
 _LEVELS_LOW = r"trace|debug|info|notice|warn|warning|error|err|crit|critical|alert|emerg|fatal|severe"
-_END = r"(?:\s+|$|(?=\|))"  # every header element swallows the whitespace after it
+_LEVELS_ALL = _LEVELS_UP + "|" + _LEVELS_CAP + "|" + _LEVELS_LOW
+_AHEAD = r"(?=[\s|;,]|$)"  # a header field ends at whitespace, a separator or the end of the line
+# every header element swallows the separator after it: whitespace, "|" or ";" (spaces around
+# them or not), ", ", or a spaced " - ", " :: ", " > ", " >> ", " -- "
+_END = r"(?:\s*+[|;]\s*+|\s(?:-{1,3}|::?|>{1,2}|»)\s|,?\s+|$)"
+_NOT_A_STATE_TAG = r"(?!" + _STATE + r"\s*:)"  # "Disconnected:" starts a message, never tags it
 _HOST = r"[\w.@/:-]++"  # host names in headers: dn228, node-7, local@host, host/host
 _TAG = r"[A-Za-z_/.][\w./@()-]*+"  # syslog program: sshd, sshd(pam_unix), /usr/sbin/cron, com.apple.x
+# a field that varies the way counters, pids, hosts and thread names do: a token holding a digit
+# (4411, node-17, 10.0.0.7, pool-2-thread-7, host7.dc1), anything in brackets but a level, or a
+# host in angle brackets (<node-7>); never "key=value", never a token ending in ":" (a tag:
+# "eth0:", "sshd[12]:"). A level is left to the level rules: what may follow a level (a logger
+# name) depends on having seen one.
+_NOT_A_LEVEL = r"(?!(?:" + _LEVELS_ALL + r")\])"
+_VALUE_FIELD = (
+    r"(?:(?=[^\s|;,=]{0,63}\d)\w[^\s|;,=\[\]()\"'<>]{0,63}+(?<!:)"
+    r"|\[" + _NOT_A_LEVEL + r"[^\[\]\n]{0,64}\]"
+    r"|<(?=[^<>\s]{0,63}\d)[^<>\s]{1,64}>)"
+)
+# a "key=value" header field whose value holds a digit: host=web-3, pid=4411
+_KV_FIELD = r"[A-Za-z_][\w.-]{0,31}=(?=[^\s|;,]{0,63}\d)[^\s|;,]{1,64}+"
+# where a timestamp starts (what value-like leading fields may stand before)
+_TS_AHEAD = (
+    r"(?=\[?(?:"
+    + _DOW
+    + r"\s|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.])|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}(?![\d.])"
+    r"|\d{1,2}[-/ ]" + _MON + r"[-/ ]|" + _MON + r"\s\d{1,2}(?!\d)|\d{1,2}:\d{1,2}:\d{1,2}(?!\d)"
+    r"|1\d{9}(?:\d{3})?(?![\d:])|\d{6}\s\d{6}(?!\d)|(?:19|20)\d{6}[T\s_-]\d|\d{2}-\d{2}\s\d{1,2}:"
+    r"|(?<=\[)[^\]\n]{0,40}\d{1,2}:\d{1,2}:\d{1,2}|(?:" + _LEVELS_UP + r")\]?" + _AHEAD + r"))"
+)
 
 # Order matters only between rules that can match at the same place: longer and more
 # specific forms first (a full ISO date-time before a bare date, a syslog tag before a
@@ -108,9 +187,23 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
         final=True,
     ),
     HeaderRule("syslog_pri", r"<\d{1,3}>(?=\S)", "ctx"),
+    # Ruby Logger: "E, [2024-01-05T09:05:03.123456 #4411] ERROR -- progname: message" as one unit
+    HeaderRule(
+        "ruby_logger", r"[DIWEFAU],\s\[[^\[\]\n]{1,80}\]\s+[A-Z]+\s--\s[^:\n]{0,80}:" + _END, "ts", final=True
+    ),
     # a log file name carrying its rotation date, before the timestamp: "api.log.1.2017-05-16_13:53:08 ..."
     # (the lookahead finds ".log" once, then the name is taken whole: never re-split at each ".log")
     HeaderRule("logfile", r"(?=[\w.-]*?\.log(?:\.|\s))[\w.:-]++(?=\s+\d{4}-\d{2}-\d{2})" + _END, "ctx"),
+    # any bracketed element that holds a clock time, a date or an epoch: [Sun Dec 04 04:47:44 2005],
+    # [10.30 16:49:06], [2024/01/05 9:5:3], [1704413103]
+    HeaderRule(
+        "bracket_ts",
+        r"\[[^\]\n]{0,40}(?:\d{1,2}:\d{1,2}:\d{1,2}|\d{4}-\d{2}-\d{2})[^\]\n]{0,40}\][:,]?"
+        + _END
+        + r"|\[\s?1\d{9}(?:\d{3}|[.,]\d{1,9})?\s?\][:,]?"
+        + _END,
+        "ts",
+    ),
     # ISO-8601 and friends: 2015-10-18 18:01:47,978 / 2024-01-02T03:04:05.123Z / 2016-09-28 04:30:30,
     HeaderRule(
         "iso_datetime",
@@ -121,14 +214,16 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
     HeaderRule("dash_datetime", r"\d{4}-\d{2}-\d{2}-\d{2}\.\d{2}\.\d{2}(?:\.\d+)?" + _END, "ts"),
     # compact 20171223-22:15:29:606 / 20240102T030405Z
     HeaderRule(
-        "compact_datetime", r"(?:19|20)\d{6}[-T\s]?\d{2}:?\d{2}:?\d{2}(?:[.,:]\d{1,9})?Z?" + _END, "ts"
+        "compact_datetime",
+        r"(?:19|20)\d{6}[-T\s]?\d{2}:?\d{2}:?\d{2}(?:[.,:]\d{1,9})?" + _AMPM + _ZONE + _END,
+        "ts",
     ),
     # yymmdd hhmmss (HDFS-style "081109 204132")
-    HeaderRule("yymmdd_hhmmss", r"\d{6}\s\d{6}(?:[.,]\d+)?" + _END, "ts"),
-    # 17/06/09 20:10:40, 06/14/2024 15:16:01, 14.06.2024 15:16:01
+    HeaderRule("yymmdd_hhmmss", r"\d{6}\s\d{6}(?:[.,]\d+)?" + _ZONE + _END, "ts"),
+    # 17/06/09 20:10:40, 06/14/2024 15:16:01, 14.06.2024 15:16:01, 1/5/2024 9:05:03 AM
     HeaderRule("short_datetime", r"\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}[\s,T]+" + _TIME + _ZONE + _END, "ts"),
     # Android logcat: 03-17 16:13:38.811
-    HeaderRule("mmdd_time", r"\d{2}-\d{2}\s+" + _TIME + _END, "ts"),
+    HeaderRule("mmdd_time", r"\d{2}-\d{2}\s+" + _TIME + _ZONE + _END, "ts"),
     # syslog / ctime: "Jun 14 15:16:01", "Fri Jun 17 07:07:00 2005", "Jun 14 2024 15:16:01"
     HeaderRule(
         "syslog_ts",
@@ -143,24 +238,26 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
         + _END,
         "ts syslog",
     ),
-    # "14 Jun 2024 15:16:01"
-    HeaderRule("day_mon_year", r"\d{1,2}[\s/-]" + _MON + r"[\s/-]\d{4}[\s:]+" + _TIME + _ZONE + _END, "ts"),
-    # any bracketed element that holds a clock time or a date: [Sun Dec 04 04:47:44 2005], [10.30 16:49:06]
+    # "14 Jun 2024 15:16:01", "Fri, 14 Jun 2024 15:16:01 GMT" (RFC 1123), "05-Jan-2024 9:05:03"
     HeaderRule(
-        "bracket_ts",
-        r"\[[^\]\n]{0,40}(?:\d{1,2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2})[^\]\n]{0,40}\][:,]?" + _END,
+        "day_mon_year",
+        r"(?:" + _DOW + r"\s+)?\d{1,2}[\s/-]" + _MON + r"[\s/-]\d{4}[\s:]+" + _TIME + _ZONE + _END,
         "ts",
     ),
     # kernel ring buffer "[ 1234.567890]"
     HeaderRule("bracket_uptime", r"\[\s*\d+\.\d+\]" + _END, "ts"),
-    # bare date 2005.06.03 / 2024-01-02 (only with something else that dates the line)
-    HeaderRule("bare_date", r"\d{4}[-./]\d{2}[-./]\d{2}" + _END, "ts"),
+    # a date on its own field, in any common style (a clock may follow as a field of its own)
+    HeaderRule("date", r"(?:" + _DOW + r"\s+)?" + _DATE + _AHEAD + _END, "ts"),
+    # a clock on its own field: "9:05:03 AM", "09:05:03.123 +01:00" (also before the date)
+    HeaderRule("clock", _HMS + _ZONE + _AHEAD + _END, "ts"),
     # a record number, up to four source fields and an epoch: "134681 node-246 unix.hw state 1077804742 1 msg"
     HeaderRule("record_epoch", r"\d++\s+(?:\S++\s+){0,4}?1\d{9}(?:\.\d+)?(?=\s|$)" + _END, "ts"),
     # alert label or "-" in front of an epoch: "- 1117838570 ..." / "KERNDTLB 1117838570 ..."
     HeaderRule("label_epoch", r"(?:-|[A-Z][A-Z0-9_]*)\s+(?=1\d{9}\s)", "ctx"),
-    # epoch seconds (2001..2033) or milliseconds
-    HeaderRule("epoch", r"1\d{9}(?:\.\d+)?(?=\s)" + _END + r"|1\d{12}(?=\s)" + _END, "ts"),
+    # epoch seconds (2001..2033), with a fraction, or in milli-, micro- or nanoseconds
+    HeaderRule(
+        "epoch", r"1\d{9}(?:[.,]\d{1,9})?" + _AHEAD + _END + r"|1\d{12}(?:\d{3}){0,2}" + _AHEAD + _END, "ts"
+    ),
     # logfmt header keys
     HeaderRule(
         "logfmt_header",
@@ -168,15 +265,43 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
         + _END,
         "ts",
     ),
+    # value-like fields in front of a timestamp or a level: "4411 node-7 2024-01-05T...",
+    # "1000|node-297|40874|Jun 14 ...", "[pool-1-thread-3] 2024-01-05 ...", "host=web-3 pid=7 INFO"
+    HeaderRule(
+        "lead_fields", r"(?:(?:" + _VALUE_FIELD + "|" + _KV_FIELD + ")" + _END + r"){1,4}?" + _TS_AHEAD, "ctx"
+    ),
+    # a line that starts with two or more fields joined by "|" or ";" without spaces: "1000|web-7|4411|..."
+    # (a level or a state word among them is left to the rules that read it)
+    HeaderRule(
+        "joined_fields",
+        r"(?:(?![\[<]?(?:" + _STATE + "|" + _LEVELS_ALL + r")[\]>]?[|;])[^\s|;]{1,64}[|;]){2,}(?=\S)",
+        "ctx",
+    ),
     # ---- levels ----
     # Python logging default "ERROR:root:message"
     HeaderRule("level_colon_logger", r"(?:" + _LEVELS_UP + r"):[\w.]+:\s*", "tag", final=True),
-    HeaderRule("level", r"(?:\[|<)?(?:" + _LEVELS_UP + r")(?:\]|>)?:?(?=\s|$)" + _END, "level"),
+    HeaderRule("level", r"(?:\[|<)?(?:" + _LEVELS_UP + r")(?:\]|>)?:?" + _AHEAD + _END, "level"),
     # Capitalized and lower-case levels only in brackets, or right after a timestamp
     HeaderRule(
         "level_bracketed", r"[\[<](?:" + _LEVELS_CAP + "|" + _LEVELS_LOW + r")[\]>]:?" + _END, "level"
     ),
-    HeaderRule("level_cap", r"(?:" + _LEVELS_CAP + r"):?(?=\s|$)" + _END, "level", after=("ts", "ctx")),
+    # after a timestamp: a capitalized level, or a lower-case one that a separator ends ("info |")
+    HeaderRule(
+        "level_cap",
+        r"(?:(?:" + _LEVELS_CAP + r"):?" + _AHEAD + r"|(?:" + _LEVELS_LOW + r")(?=\s?[|;,]))" + _END,
+        "level",
+        after=("ts", "ctx"),
+    ),
+    # a channel and a level (Monolog): "production.ERROR:", "app.WARNING"
+    HeaderRule(
+        "channel_level",
+        r"[A-Za-z_][\w-]{0,31}\.(?:" + _LEVELS_UP + r"):?" + _AHEAD + _END,
+        "level",
+        after=("ts",),
+        final=True,
+    ),
+    # the stream of a container runtime log line (CRI): "2024-01-05T09:05:03.1Z stderr F message"
+    HeaderRule("cri_stream", r"(?:stdout|stderr)\s[FP]" + _END, "ctx", after=("ts",), final=True),
     # single-letter level (logcat) in front of a "Tag:"
     HeaderRule("level_letter", r"[VDIWEFA](?=\s+[^\s:]+\s*:)" + _END, "level", after=("ts",)),
     # ---- context inside the header ----
@@ -207,22 +332,37 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
         "syslog_host_tag", _HOST + r"\s+" + _TAG + r":(?=\s|$)" + _END, "tag", after=("syslog",), final=True
     ),
     # pid / thread id / flag numbers, "1234#0:" (nginx)
-    HeaderRule("pid", r"-?\d+(?:#\d+)?:?(?=\s)" + _END, "ctx", after=("ts", "level")),
+    HeaderRule("pid", r"-?\d+(?:#\d+)?:?" + _AHEAD + _END, "ctx", after=("ts", "level")),
     # bracketed thread / context: [main], [pool-1-thread-3], [SendWorker:1:Q@679], [client 1.2.3.4]
     HeaderRule(
         "bracket_ctx", r"\[(?:[^\[\]\n]++|\[[^\[\]\n]*+\])*+\]:?" + _END, "ctx", after=("ts", "level")
     ),
-    # separators: "-", "---", "|", ":" between header fields
-    HeaderRule("separator", r"(?:-{1,3}|\||:|::)(?=\s)" + _END, "ctx", after=("ts", "level")),
     # pipe-separated header fields: "20171223-22:15:29:606|Step_LSC|30002312|msg"
-    HeaderRule("pipe_field", r"\|?[^\s|]{1,64}\|(?=\S)", "ctx", after=("ts",)),
+    HeaderRule("pipe_field", r"\|?(?!" + _STATE + r"\|)[^\s|]{1,64}\|(?=\S)", "ctx", after=("ts",)),
     # "program - message" after a timestamp (program names carry a dot/slash/underscore)
     HeaderRule(
         "program_dash", r"(?=[\w$.@/-]*[._/])[\w$.@/-]++(?:\s+\*?\d{1,3})?\s+-\s+", "ctx", after=("ts",)
     ),
     # logger after a level: "dfs.FSNamesystem:", "WindowManager:", "chatty  :"
     HeaderRule(
-        "logger_colon", r"[A-Za-z_$][\w$.-]*+\s*:(?=\s|$)" + _END, "tag", after=("level",), final=True
+        "logger_colon",
+        _NOT_A_STATE_TAG + r"[A-Za-z_$][\w$.-]*+\s*:(?=\s|$)" + _END,
+        "tag",
+        after=("level",),
+        final=True,
+    ),
+    # a program or logger tag right after the other header fields, without a level before it:
+    # "2024-01-05 09:05:03 node-7 orbitd: message", "1704413103|4411|billing.Sync: message". Only
+    # lower-case program names and dotted or slashed logger names: a capitalized "Word:" there is
+    # as often the message's own first word ("Timeout: ...", "ClusterFileSystem: ...").
+    HeaderRule(
+        "tag_colon",
+        _NOT_A_STATE_TAG
+        + r"(?=[a-z]|[A-Za-z_$-]{0,63}[./])[A-Za-z_][A-Za-z_.$/-]{0,63}+(?:\([\w:.-]{1,32}\))?:(?=\s|$)"
+        + _END,
+        "tag",
+        after=("ts", "ctx"),
+        final=True,
     ),
     # dotted logger without colon, with the request context that usually follows it:
     # "nova.compute.manager [req-... - - -]", "c.e.App : "
@@ -232,6 +372,16 @@ DEFAULT_HEADERS: Final[tuple[HeaderRule, ...]] = (
         "tag",
         after=("level",),
         final=True,
+    ),
+    # a value-like field after a timestamp or a level: a host, an address, a pid, a thread name
+    # ("node-17", "10.0.0.7", "worker-3"), last: every more specific reading goes first. Right
+    # after " - " only when another " - " follows: that dash usually ends the header
+    # ("prog - 10.0.0.7:443 open", "[ctx] - 4 peers up"), unless it separates every field
+    HeaderRule(
+        "value_field",
+        r"(?<!\s-\s)" + _VALUE_FIELD + _AHEAD + _END + r"|(?<=\s-\s)" + _VALUE_FIELD + r"(?=\s-\s)" + _END,
+        "ctx",
+        after=("ts", "level"),
     ),
 )
 
@@ -278,6 +428,8 @@ _NOT_A_NAME = (
     r"(?:name|id|ids|is|was|has|had|not|and|or|by|from|to|for|of|on|in|with|at|as|the|a|an|account|agent"
     r"|authentication|auth|data|group|session|request|mode|space|interface|input|login|list|info|error|limit)"
 )
+# "user locked", "user unknown", "user deregistered": what happened to a user, not a name
+_NOT_A_STATE = r"(?!" + _STATE + r"(?![\w.@$-]))"
 _UNITS_TIME = r"(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)"
 _UNITS_TIME_WORD = (
     r"(?:nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?)"
@@ -306,7 +458,7 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     # ---- text rules (whole message, before tokens) ----
     Rule(
         "escaped_quoted",
-        r"\\(?:\"|042)(?:(?!\\(?:\"|042)).){0,200}?\\(?:\"|042)",
+        r"\\(?:\"|042)(?!" + _STATE + r"\\(?:\"|042))(?:(?!\\(?:\"|042)).){0,200}?\\(?:\"|042)",
         "<quoted>",
         scope="text",
         hint=("\\",),
@@ -324,7 +476,7 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     # still differs; the words that follow "user" in prose ("user authentication") are kept.
     Rule(
         "user",
-        r"(?<![\w=])([Uu]ser(?:name)?|USER)\s+(?!<)(?!" + _NOT_A_NAME + r"\b)[\w.@$-]+",
+        r"(?<![\w=])([Uu]ser(?:name)?|USER)\s+(?!<)(?!" + _NOT_A_NAME + r"\b)" + _NOT_A_STATE + r"[\w.@$-]+",
         r"\1 <user>",
         scope="text",
         hint=("user",),
@@ -362,7 +514,7 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "quoted",
-        r"(?<![\w\"'])(?:\"[^\"\s]{1,200}\"|'[^'\s]{1,200}')(?![\w\"'])",
+        r"(?<![\w\"'])(?![\"']" + _STATE + r"\\?[\"'])(?:\"[^\"\s]{1,200}\"|'[^'\s]{1,200}')(?![\w\"'])",
         "<quoted>",
         hint=('"', "'"),
     ),
