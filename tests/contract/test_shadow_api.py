@@ -4,6 +4,7 @@ disagrees (`GET /v1/shadow/report`), and `shadow promote` makes it live."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def test_promote_makes_the_candidate_live(tmp_path: Path, monkeypatch: pytest.Mo
         'IR_SHADOW__WITHOUT_RULES=["email"]\n'
     )
     monkeypatch.setenv("IR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("IR_CONFIG_FILE", raising=False)
     runner = CliRunner()
     try:
         dry = runner.invoke(app, ["shadow", "promote", "--config-file", str(config), "--dry-run"])
@@ -127,6 +129,7 @@ def test_promote_makes_the_candidate_live(tmp_path: Path, monkeypatch: pytest.Mo
         assert again.exit_code == 1 and "no shadow grouping is configured" in again.output
         missing = runner.invoke(app, ["shadow", "promote", "--config-file", str(tmp_path / "nope.env")])
         assert missing.exit_code == 2
+        assert "IR_CONFIG_FILE" not in os.environ  # the command leaves the environment alone
     finally:
         structlog.reset_defaults()
     monkeypatch.setenv("IR_CONFIG_FILE", str(config))

@@ -38,8 +38,7 @@ def promote_command(
     if not config_file.is_file():
         typer.echo(f"error: {config_file} does not exist", err=True)
         raise typer.Exit(2)
-    os.environ["IR_CONFIG_FILE"] = str(config_file)
-    settings = settings_or_exit(insecure_no_auth=True)
+    settings = settings_or_exit(config_file=config_file, insecure_no_auth=True)
     candidate = settings.shadow
     if not candidate.enabled:
         typer.echo("error: no shadow grouping is configured (IR_SHADOW__ENABLED is not true)", err=True)

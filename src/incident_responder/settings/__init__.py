@@ -232,9 +232,10 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (+ ``IR_CONFIG_FILE``) and explicit overrides."""
-    config_file = os.environ.get("IR_CONFIG_FILE")
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (+ ``config_file``, default ``IR_CONFIG_FILE``) and
+    explicit overrides."""
+    config_file = str(config_file) if config_file is not None else os.environ.get("IR_CONFIG_FILE")
     if config_file and not Path(config_file).is_file():
         raise ConfigError(f"IR_CONFIG_FILE {config_file!r} does not exist")
     try:
