@@ -21,7 +21,7 @@ import json
 import os
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from incident_responder.evaluation import grouping_score
 from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchDecision
 from incident_responder.pipeline.normalize import NORMALIZER_VERSION, LogNormalizer, NormalizedLog
@@ -245,29 +246,16 @@ def synthetic_reports(per_system: int = 150, seed: int = 20261203) -> list[Repor
 
 
 # --------------------------------------------------------------------------- metrics
-def comb2(n: int) -> int:
-    return n * (n - 1) // 2
-
-
 def grouping_metrics(true_labels: Sequence[str], pred_labels: Sequence[str]) -> dict[str, float]:
-    """Pairwise P/R/F1 and grouping accuracy for one service, as ``run_eval.py`` computes them."""
-    n = len(true_labels)
-    cells = Counter(zip(true_labels, pred_labels, strict=True))
-    tsize = Counter(true_labels)
-    psize = Counter(pred_labels)
-    tp = sum(comb2(c) for c in cells.values())
-    pred_pairs = sum(comb2(c) for c in psize.values())
-    true_pairs = sum(comb2(c) for c in tsize.values())
-    p = tp / pred_pairs if pred_pairs else 1.0
-    r = tp / true_pairs if true_pairs else 1.0
-    f1 = 2 * p * r / (p + r) if (p + r) else 0.0
-    ga_hits = sum(c for (t, q), c in cells.items() if c == tsize[t] == psize[q])
+    """Pairwise P/R/F1 and grouping accuracy for one service (the package's ``grouping_score``,
+    which computes them as ``run_eval.py`` does)."""
+    score = grouping_score(true_labels, pred_labels)
     return {
-        "reports": n,
-        "true_groups": len(tsize),
-        "tickets": len(psize),
-        "f1": f1,
-        "ga": ga_hits / n if n else 0.0,
+        "reports": score.reports,
+        "true_groups": score.true_groups,
+        "tickets": score.tickets,
+        "f1": score.f1,
+        "ga": score.ga,
     }
 
 
