@@ -136,3 +136,19 @@ def test_promote_makes_the_candidate_live(tmp_path: Path, monkeypatch: pytest.Mo
     live = load_settings()
     assert live.dedup.template_similarity == 0.95 and live.dedup.without_rules == ["email"]
     assert live.shadow.enabled is False and live.shadow.template_similarity is None
+
+
+async def test_what_does_not_fit_in_the_queue_is_dropped_and_counted(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    services = make_services(make_settings(shadow={"enabled": True, "queue": 1}))
+    async with serving(services) as http:
+        batch = {"incidents": [{"service": "api", "log": db_log(n)} for n in range(20)]}
+        r = await http.post("/v1/incidents/batch", json=batch, headers=ACME)
+        assert r.status_code == 200, r.text
+        assert services.shadow is not None
+        await services.shadow.drained()
+        counts = (await http.get("/v1/shadow/report", headers=ACME)).json()["counts"]
+        assert counts["dropped"] == 19 and counts["agree"] == 1  # the live answers were all given
+        registry = services.metrics.registry
+        assert metric_total(registry, "ir_shadow_decisions_total", verdict="dropped") == 19

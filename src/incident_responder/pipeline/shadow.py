@@ -178,15 +178,21 @@ class Shadow:
         while True:
             job = await self._queue.get()
             try:
-                await asyncio.to_thread(self._decide, job)
+                verdict, disagreement = await asyncio.to_thread(self._decide, job)
             except Exception:  # a shadow never takes the service down; the report is skipped
                 log.exception("shadow.failed", tenant=job.tenant, service=job.service)
+            else:  # tallied on the event loop, where the report reads them
+                self._count(job.tenant, verdict)
+                if disagreement is not None:
+                    self._tallies[job.tenant].disagreements.append(disagreement)
             finally:
                 self._queue.task_done()
 
     # ------------------------------------------------------------------ deciding
-    def _decide(self, job: _Job) -> None:
-        """Decide one report again (blocking: normalizing, maybe embedding, a matrix product)."""
+    def _decide(self, job: _Job) -> tuple[Verdict, dict[str, Any] | None]:
+        """Decide one report again (blocking: normalizing, maybe embedding, a matrix product):
+        how it compares with the live decision, and the disagreement if it is one. Only the
+        queue's one consumer runs it, so the memory has one writer."""
         norm = self._normalizer.normalize(job.log, job.tenant)
         vector = job.live_vector
         if vector is None or norm.embed_text != job.live_embed_text:
@@ -207,9 +213,7 @@ class Shadow:
         if all(f.fingerprint != norm.fingerprint for f in memory.forms):
             home = live.ticket_id if decision.ticket_id is None else decision.ticket_id
             memory.add(_Form(norm.fingerprint, norm.template, vector, home or ""))
-        self._count(job.tenant, verdict)
-        if verdict == "disagree":
-            self._tallies[job.tenant].disagreements.append(_disagreement(job, decision, shadow_ticket))
+        return verdict, _disagreement(job, decision, shadow_ticket) if verdict == "disagree" else None
 
     def _match(self, memory: _Memory, fingerprint: str, template: str, vector: Vector) -> MatchDecision:
         exact = next((f for f in memory.forms if f.fingerprint == fingerprint), None)
