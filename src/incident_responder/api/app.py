@@ -32,6 +32,7 @@ from incident_responder.api.routes import (
     shadow,
     silences,
     tickets,
+    ui,
 )
 from incident_responder.container import Services, build_services
 from incident_responder.gc_tuning import tune_gc
@@ -194,7 +195,19 @@ def create_app(
     if services is not None:
         app.state.idempotency = IdempotencyGuard(services.backends.idempotency, services.backends.locks)
     install_error_handlers(app)
-    for module in (incidents, alerts, tickets, feedback, runbooks, channels, silences, policy, shadow, ops):
+    for module in (
+        incidents,
+        alerts,
+        tickets,
+        feedback,
+        runbooks,
+        channels,
+        silences,
+        policy,
+        shadow,
+        ops,
+        ui,
+    ):
         app.include_router(module.router)
 
     http = settings.http
