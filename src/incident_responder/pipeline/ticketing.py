@@ -25,8 +25,10 @@ import structlog
 from incident_responder.alerts.links import AlertLinks
 from incident_responder.errors import Conflict, LimitReached, NotFound, VersionConflict
 from incident_responder.models import (
+    FEEDBACK_KEPT,
     AlertInfo,
     Comment,
+    Feedback,
     Recommendation,
     RunbookHit,
     Severity,
@@ -344,7 +346,7 @@ class TicketDesk:
             ticket.comments.append(Comment(kind="comment", author=author, body=body))
             return []
 
-        return self._mutate(tenant, ticket_id, change)
+        return self.update(tenant, ticket_id, change)
 
     def resolve(self, tenant: str, ticket_id: str, resolution: str | None) -> Ticket:
         """Resolve a ticket now (a person's resolution); ``Conflict`` for a merged ticket."""
@@ -354,7 +356,7 @@ class TicketDesk:
                 raise Conflict(f"ticket {ticket_id} was merged into {ticket.merged_into}; resolve that one")
             return resolve(ticket, resolution, at=utcnow(), author="api")
 
-        ticket = self._mutate(tenant, ticket_id, change)
+        ticket = self.update(tenant, ticket_id, change)
         self._index.set_payload(self._ticket_filter(ticket), {"status": "resolved"})
         return ticket
 
@@ -373,7 +375,7 @@ class TicketDesk:
             target = ticket_id
             for _ in range(_MAX_HOPS):
                 try:
-                    ticket = self._mutate(tenant, target, change)
+                    ticket = self.update(tenant, target, change)
                 except _Moved as moved:
                     target = moved.into
                     continue
@@ -400,7 +402,7 @@ class TicketDesk:
             ticket.recommendation_pending = False
             return []
 
-        return self._mutate(tenant, ticket_id, change)
+        return self.update(tenant, ticket_id, change)
 
     def feedback(
         self, tenant: str, ticket_id: str, *, helpful: bool, comment: str | None, author: str | None
@@ -408,8 +410,6 @@ class TicketDesk:
         """Record a person's vote on the ticket's recommendation, as its last ``feedback`` (the
         newest ``FEEDBACK_KEPT`` are kept; ``helpful_votes``/``unhelpful_votes`` count them all);
         ``Conflict`` if the ticket has no recommendation."""
-        from incident_responder.errors import Conflict
-        from incident_responder.models import FEEDBACK_KEPT, Feedback
 
         def change(ticket: Ticket) -> list[EventKind]:
             shown = ticket.recommendation
@@ -425,10 +425,11 @@ class TicketDesk:
                 ticket.unhelpful_votes += 1
             return []
 
-        return self._mutate(tenant, ticket_id, change)
+        return self.update(tenant, ticket_id, change)
 
-    def _mutate(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
-        """Apply ``change`` (which returns the events it causes) by compare-and-swap, retried."""
+    def update(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
+        """Apply ``change`` to a ticket (it returns the events it causes) by compare-and-swap,
+        retried on conflict; the events are written in the ticket's group commit."""
         for attempt in range(CAS_ATTEMPTS):
             with self._turn(tenant):
                 ticket, version = self._tickets.get(tenant, ticket_id)
@@ -441,11 +442,6 @@ class TicketDesk:
                     return ticket
             self._lost(attempt, 1)
         raise VersionConflict(f"ticket {ticket_id} kept changing; gave up after {CAS_ATTEMPTS} attempts")
-
-    def update(self, tenant: str, ticket_id: str, change: Callable[[Ticket], list[EventKind]]) -> Ticket:
-        """Apply ``change`` to a ticket (it returns the events it causes) by compare-and-swap,
-        retried on conflict; the events are written in the ticket's group commit."""
-        return self._mutate(tenant, ticket_id, change)
 
     @staticmethod
     def _ticket_filter(ticket: Ticket) -> VectorFilter:
