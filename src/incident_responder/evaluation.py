@@ -311,6 +311,7 @@ class LearningPoint:
     corrections: int  # how many were made (there may have been fewer wrong decisions)
     f1: float
     ga: float
+    per_service: dict[str, GroupingScore] = field(default_factory=dict)
 
 
 async def learning_curve(
@@ -330,7 +331,8 @@ async def learning_curve(
                 replay = await replay_dedup(services, "eval", records, corrections=budget)
             finally:
                 services.close()
-        scores = list(replay.scores().values())
+        per_service = replay.scores()
+        scores = list(per_service.values())
         n = len(scores) or 1
         out.append(
             LearningPoint(
@@ -338,6 +340,7 @@ async def learning_curve(
                 replay.corrections,
                 sum(s.f1 for s in scores) / n,
                 sum(s.ga for s in scores) / n,
+                per_service,
             )
         )
     return out

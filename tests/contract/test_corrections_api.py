@@ -317,3 +317,17 @@ async def test_merged_source_alerts_settle_the_survivor_and_a_merged_ticket_is_n
         events = await services.stages.run("pump", lambda: services.events.pending("acme", 100))
         kinds = [(e.ticket_id, e.kind, e.merged_into) for e in events]
         assert (cpu["ticket_id"], "merged", disk["ticket_id"]) in kinds
+
+
+async def test_a_correction_whose_tickets_are_gone_is_abandoned_at_start_up(
+    make_settings: Callable[..., Settings], make_services: Callable[..., Services]
+) -> None:
+    services = make_services(make_settings())
+    async with serving(services) as http:
+        await post(http, "api", db_log(1))
+        intent = {"op": "split", "ticket_id": "tkt_gone", "into": "tkt_new", "fingerprints": ["f"]}
+        services.backends.objects.put("acme/corrections/tkt_gone-tkt_new.json", json.dumps(intent).encode())
+    services = make_services(make_settings())  # starts, drops the marker, serves
+    assert services.backends.objects.list_keys("acme/corrections/") == []
+    assert services.backends.objects.get("acme/tickets/tkt_new.json") is None
+    services.close()

@@ -98,7 +98,11 @@ def evaluate_command(
         for p in points:
             table.add_row(str(p.budget), str(p.corrections), f"{p.f1:.4f}", f"{p.ga:.4f}")
         Console().print(table)
-        summary["learning_curve"] = [vars(p) for p in points]
+        summary["learning_curve"] = [
+            {**{k: v for k, v in vars(p).items() if k != "per_service"},
+             "per_service": {s: vars(g) for s, g in p.per_service.items()}}
+            for p in points
+        ]  # fmt: skip
     if out is not None:
         out.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     typer.echo(report.last_line())
