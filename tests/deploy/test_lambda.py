@@ -331,7 +331,7 @@ def test_template_has_what_the_deployment_needs(template: dict[str, Any]) -> Non
     assert letters["RedrivePolicy"]["deadLetterTargetArn"] == {"GetAtt": "PoisonQueue.Arn"}
     assert letters["RedrivePolicy"]["maxReceiveCount"] >= 3
     functions = _resources(template, "AWS::Serverless::Function")
-    assert set(functions) == {"ApiFunction", "ReplayFunction"}
+    assert set(functions) == {"ApiFunction", "ReplayFunction", "NotifyFunction"}
     for function in functions.values():
         assert function["Properties"]["PackageType"] == "Image"
         docker = function["Metadata"]
@@ -343,6 +343,9 @@ def test_template_has_what_the_deployment_needs(template: dict[str, Any]) -> Non
     (replay,) = functions["ReplayFunction"]["Properties"]["Events"].values()
     assert replay["Type"] == "SQS" and replay["Properties"]["Queue"] == {"GetAtt": "LettersQueue.Arn"}
     assert replay["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (schedule,) = functions["NotifyFunction"]["Properties"]["Events"].values()
+    assert schedule == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    assert functions["NotifyFunction"]["Properties"]["ReservedConcurrentExecutions"] == 1
     timeout = template["Globals"]["Function"]["Timeout"]
     assert letters["VisibilityTimeout"] >= 6 * timeout  # AWS's advice for SQS event sources
     assert len(_resources(template, "AWS::Serverless::HttpApi")) == 1
@@ -352,6 +355,43 @@ def test_template_has_what_the_deployment_needs(template: dict[str, Any]) -> Non
     assert {("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles")} <= watched
     depth = [a for a in alarms if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert depth and depth[0]["Properties"]["Dimensions"][0]["Value"] == {"GetAtt": "PoisonQueue.QueueName"}
+
+
+def _api_event(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The recorded POST event, as another route of the same API (API Gateway v2's shape)."""
+    recorded = event("apigw_v2_post_incident.json")
+    recorded["routeKey"] = f"{method} {path}"
+    recorded["rawPath"] = path
+    recorded["requestContext"]["http"].update(method=method, path=path)
+    recorded["body"] = json.dumps(body)
+    return recorded
+
+
+def test_a_scheduled_invocation_delivers_the_notifications(
+    lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new ticket's event waits in the Redis outbox until the schedule's invocation pumps and
+    delivers it: a signed webhook, received and verified on loopback."""
+    from incident_responder.aws import handler
+    from tests.receivers import WebhookReceiver
+
+    monkeypatch.setenv("IR_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS", "true")
+    secret = "s" * 32
+    with WebhookReceiver(secret) as hook:
+        channel = {"kind": "webhook", "url": hook.url, "secret": secret, "events": ["new"]}
+        put = handler.http_handler(_api_event("PUT", "/v1/notifications/channels/hook", channel), None)
+        assert put["statusCode"] in (200, 201), put
+        posted = handler.http_handler(event("apigw_v2_post_incident.json"), None)
+        assert posted["statusCode"] == 201, posted
+        assert hook.accepted_ids() == []  # nothing runs between invocations
+        first = handler.notify_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
+        assert first["pumped"] == 1 and first["attempted"] == 1, first
+        (delivered,) = hook.wait_for(1)
+        result = IncidentResult.model_validate_json(posted["body"])
+        assert delivered.status == 204 and delivered.body["type"] == "ticket.new"
+        assert delivered.body["data"]["ticket_id"] == result.ticket_id
+        again = handler.notify_handler({"source": "aws.events"}, None)
+        assert again == {"pumped": 0, "attempted": 0}  # delivered once
 
 
 def test_template_commands_name_the_handlers(template: dict[str, Any]) -> None:

@@ -4,6 +4,9 @@ the dead-letter queue.
 - :func:`http_handler`: API Gateway HTTP API events (payload format 2.0) run through Mangum
   into the same ASGI app that ``incident-responder serve`` runs
   (:func:`~incident_responder.api.app.create_app`).
+- :func:`notify_handler`: a schedule (EventBridge, every minute) turns every tenant's due
+  ticket events into outbox messages and delivers what is due, as the server's background
+  loops do (:mod:`~incident_responder.notifications.running`), within the invocation's time.
 - :func:`dlq_handler`: SQS events from the dead-letter queue (``IR_DEAD_LETTERS__KIND=sqs``).
   Each record is a letter that :class:`~incident_responder.backends.dead_letters.sqs.SqsDeadLetters`
   sent; it is applied by :meth:`~incident_responder.pipeline.responder.Responder.replay`, the
@@ -22,6 +25,7 @@ delivery) run here: the replay is :func:`dlq_handler`'s job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -44,7 +48,21 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["ColdStart", "LambdaContainer", "container", "dlq_handler", "http_handler", "replay_records"]
+__all__ = [
+    "ColdStart",
+    "LambdaContainer",
+    "container",
+    "deliver_notifications",
+    "dlq_handler",
+    "http_handler",
+    "notify_handler",
+    "replay_records",
+]
+
+# Seconds of an invocation left unused by the delivery loop (a message's attempt may take the
+# channel timeout, 10 s by default, once started).
+_NOTIFY_MARGIN = 12.0
+_NOTIFY_DEFAULT = 50.0  # without a Lambda context (tests): this long at most
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,37 @@ def dlq_handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str,
     """An SQS event of dead letters -> ``{"batchItemFailures": [...]}`` for those not applied."""
     box = container()
     return box.run(replay_records(box.services, event.get("Records") or []))
+
+
+def notify_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """A scheduled event -> ``{"pumped": messages put, "attempted": deliveries tried}``."""
+    box = container()
+    remaining = _NOTIFY_DEFAULT
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        remaining = context.get_remaining_time_in_millis() / 1000.0
+    deadline = time.monotonic() + max(0.0, remaining - _NOTIFY_MARGIN)
+    return box.run(deliver_notifications(box.services, deadline=deadline))
+
+
+async def deliver_notifications(services: Services, *, deadline: float) -> dict[str, int]:
+    """Pump every tenant's due events into the outbox, then deliver due messages until none is
+    left or ``deadline`` (monotonic) has passed; what is left waits for the next invocation. A
+    tenant whose events cannot be read is skipped (logged), as the server's loop does."""
+    pumped = 0
+    for tenant in await services.stages.run("pump", services.tenants):
+        try:
+            put, _ = await services.stages.run("pump", functools.partial(services.pump.pump, tenant))
+        except Exception:
+            log.exception("notify.pump_failed", tenant=tenant)
+            continue
+        pumped += put
+    attempted = 0
+    while time.monotonic() < deadline:
+        tried = await services.dispatcher.run_once()
+        if not tried:
+            break
+        attempted += tried
+    return {"pumped": pumped, "attempted": attempted}
 
 
 def letter_of(record: dict[str, Any]) -> DeadLetter:
