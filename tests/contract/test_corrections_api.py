@@ -331,3 +331,18 @@ async def test_a_correction_whose_tickets_are_gone_is_abandoned_at_start_up(
     assert services.backends.objects.list_keys("acme/corrections/") == []
     assert services.backends.objects.get("acme/tickets/tkt_new.json") is None
     services.close()
+
+
+async def test_merging_a_split_off_ticket_back_undoes_the_split(client: httpx.AsyncClient) -> None:
+    alpha = await post(client, "q", queue_log("alpha", 1))
+    beta = await post(client, "q", queue_log("beta", 2))
+    r = await client.post(
+        f"/v1/tickets/{alpha['ticket_id']}/split", json={"incident_ids": [beta["incident_id"]]}, headers=ACME
+    )
+    new_id = r.json()["ticket_id"]
+    r = await client.post(f"/v1/tickets/{new_id}/merge", json={"into": alpha["ticket_id"]}, headers=ACME)
+    assert r.status_code == 200 and r.json()["split_off"] == {}
+    again = await post(client, "q", queue_log("beta", 3))  # its form is the old ticket's again
+    assert again["ticket_id"] == alpha["ticket_id"] and again["status"] == "existing"
+    gamma = await post(client, "q", queue_log("gamma", 4))  # and nothing forbids its likes any more
+    assert gamma["ticket_id"] == alpha["ticket_id"]

@@ -319,6 +319,7 @@ class Corrections:
 def _absorb(survivor: Ticket, source: Ticket, *, keep: int) -> None:
     """Add everything ``source`` holds to ``survivor`` (in memory)."""
     for fingerprint, sig in source.signatures.items():
+        survivor.split_off.pop(fingerprint, None)  # merged back: the split is undone
         if fingerprint not in survivor.signatures:
             service = sig.service or source.service
             survivor.signatures[fingerprint] = sig.model_copy(
@@ -343,7 +344,8 @@ def _absorb(survivor: Ticket, source: Ticket, *, keep: int) -> None:
         if len(survivor.why) < MAX_WHY:
             survivor.why.setdefault(f"merged:{key}", f"merged from {source.ticket_id}: {line}")
     for fingerprint, off in source.split_off.items():
-        survivor.split_off.setdefault(fingerprint, off)
+        if fingerprint not in survivor.signatures:
+            survivor.split_off.setdefault(fingerprint, off)
     _bound_split_off(survivor)
     if source.status == "open" and survivor.status == "resolved":  # it holds an open problem now
         survivor.status, survivor.resolution, survivor.resolved_at = "open", None, None
