@@ -44,12 +44,12 @@ from incident_responder.pipeline.dedup import Deduplicator, FingerprintLookup
 from incident_responder.pipeline.late_recommendations import LateRecommendations
 from incident_responder.pipeline.late_variants import late_recommendations
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS, MatchThresholds
-from incident_responder.pipeline.normalize import LogNormalizer
+from incident_responder.pipeline.normalize import LogNormalizer, normalizer_without
 from incident_responder.pipeline.recommendation_cache import RecommendationCache
 from incident_responder.pipeline.responder import Responder
 from incident_responder.pipeline.runbook_index import RunbookIndex
 from incident_responder.pipeline.runbooks import RunbookCatalog
-from incident_responder.pipeline.shadow import Shadow, normalizer_without
+from incident_responder.pipeline.shadow import Shadow
 from incident_responder.pipeline.source_alerts import SourceAlerts
 from incident_responder.pipeline.stages import StageRunner
 from incident_responder.pipeline.tenant_vectors import TenantVectors
@@ -63,7 +63,7 @@ from incident_responder.repositories import (
     RunbookRepository,
     TicketRepository,
 )
-from incident_responder.settings import Settings
+from incident_responder.settings import DedupSettings, Settings, ShadowSettings
 
 log = structlog.get_logger(__name__)
 
@@ -145,19 +145,35 @@ class Services:
         self.backends.close()
 
 
-_THRESHOLD_FIELDS = {"auto_merge", "related", "template_similarity"}
-
-
 def thresholds_from(settings: Settings) -> MatchThresholds:
     """The calibrated defaults, with whatever the operator overrode."""
-    given = {
-        k: v
-        for k, v in settings.dedup.model_dump(
-            include={"auto_merge", "related", "template_similarity"}
-        ).items()
-        if v is not None
-    }
-    return dataclasses.replace(DEFAULT_THRESHOLDS, **given)
+    return _overridden(DEFAULT_THRESHOLDS, settings.dedup)
+
+
+def _overridden(base: MatchThresholds, given: DedupSettings | ShadowSettings) -> MatchThresholds:
+    """``base`` with the thresholds ``given`` sets (those left unset keep ``base``'s)."""
+    fields = given.model_dump(include={"auto_merge", "related", "template_similarity"})
+    return dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
+
+
+def _shadow(
+    settings: Settings, table: tuple[LogNormalizer, str], backends: Backends, metrics: Metrics
+) -> Shadow | None:
+    """The candidate grouping that decides beside the live one, if one is configured."""
+    candidate = settings.shadow
+    if not candidate.enabled:
+        return None
+    return Shadow(
+        normalizer=table[0],
+        version=table[1],
+        thresholds=_overridden(thresholds_from(settings), candidate),
+        embedder=backends.embedder,
+        search_limit=settings.dedup.search_limit,
+        sample=candidate.sample,
+        queue_size=candidate.queue,
+        on_verdict=metrics.count_shadow,
+        settings={"without_rules": candidate.without_rules},
+    )
 
 
 def default_policy(settings: Settings) -> TenantPolicy:
@@ -298,29 +314,7 @@ def build_services(
     groups: Grouper[InFlight, Awaitable[IncidentResult]] = (
         OneAtATime(decider.decide) if naive else Coalescer(decider.decide_groups)
     )
-    shadow = None
-    if settings.shadow.enabled:
-        candidate = settings.shadow
-        shadow = Shadow(
-            normalizer=shadow_table[0],
-            version=shadow_table[1],
-            thresholds=dataclasses.replace(
-                thresholds_from(settings),
-                **{
-                    k: v
-                    for k, v in candidate.model_dump(
-                        include={"auto_merge", "related", "template_similarity"}
-                    ).items()
-                    if v is not None
-                },
-            ),
-            embedder=backends.embedder,
-            search_limit=settings.dedup.search_limit,
-            sample=candidate.sample,
-            queue_size=candidate.queue,
-            on_verdict=metrics.count_shadow,
-            settings={"without_rules": candidate.without_rules},
-        )
+    shadow = _shadow(settings, shadow_table, backends, metrics)
     responder = Responder(
         normalizer=normalizer,
         embedder=backends.embedder,

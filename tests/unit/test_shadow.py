@@ -9,8 +9,8 @@ import numpy.typing as npt
 
 from incident_responder.models import IncidentResult
 from incident_responder.pipeline.matching import DEFAULT_THRESHOLDS
-from incident_responder.pipeline.normalize import LogNormalizer
-from incident_responder.pipeline.shadow import Shadow, normalizer_without
+from incident_responder.pipeline.normalize import LogNormalizer, normalizer_without
+from incident_responder.pipeline.shadow import Shadow
 
 
 class _Embedder:

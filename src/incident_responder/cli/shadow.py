@@ -30,7 +30,7 @@ def promote_command(
     it live (a changed table re-normalizes stored tickets at start-up)."""
     from dotenv import dotenv_values, set_key, unset_key
 
-    from incident_responder.pipeline.shadow import normalizer_without
+    from incident_responder.pipeline.normalize import normalizer_without
 
     if config_file is None:
         typer.echo("error: name the settings file (--config-file or IR_CONFIG_FILE)", err=True)

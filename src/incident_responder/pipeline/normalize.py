@@ -47,6 +47,8 @@ __all__ = [
     "erase_kinds",
     "is_placeholder",
     "is_state_word",
+    "normalizer_without",
+    "rule_names",
 ]
 
 MAX_LINES: Final = 200  # lines kept from one report (stack traces can be huge)
@@ -274,3 +276,24 @@ def _merged_flags(flags: Iterable[int]) -> int:
     for f in flags:
         merged |= f
     return merged
+
+
+def rule_names() -> set[str]:
+    """Every rule of the normalizer table, by name (what ``without_rules`` may name)."""
+    return {r.name for r in DEFAULT_RULES} | {h.name for h in DEFAULT_HEADERS}
+
+
+def normalizer_without(names: Sequence[str]) -> tuple[LogNormalizer, str]:
+    """The normalizer table without the rules ``names``, and the version of that table (the
+    default version when nothing is left out: templates compare only within one version)."""
+    unknown = sorted(set(names) - rule_names())
+    if unknown:
+        raise ValueError(f"unknown normalizer rules: {', '.join(unknown)}")
+    if not names:
+        return LogNormalizer(), NORMALIZER_VERSION
+    drop = set(names)
+    normalizer = LogNormalizer(
+        [r for r in DEFAULT_RULES if r.name not in drop], [h for h in DEFAULT_HEADERS if h.name not in drop]
+    )
+    digest = hashlib.sha256(",".join(sorted(drop)).encode()).hexdigest()[:8]
+    return normalizer, f"{NORMALIZER_VERSION}-without-{digest}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,12 +32,7 @@ import structlog
 from incident_responder.lru import LruCache
 from incident_responder.models import IncidentResult
 from incident_responder.pipeline.matching import Candidate, MatchDecision, MatchThresholds, choose_match
-from incident_responder.pipeline.normalize import (
-    DEFAULT_HEADERS,
-    DEFAULT_RULES,
-    NORMALIZER_VERSION,
-    LogNormalizer,
-)
+from incident_responder.pipeline.normalize import LogNormalizer
 from incident_responder.ports import Embedder, Vector
 
 log = structlog.get_logger(__name__)
@@ -53,27 +47,6 @@ FORMS_PER_SERVICE = 500  # forms the shadow remembers per tenant+service (oldest
 SERVICES_REMEMBERED = 2_000  # tenant+service memories (least recently used forgotten)
 
 
-def rule_names() -> set[str]:
-    """Every rule of the normalizer table, by name (what ``without_rules`` may name)."""
-    return {r.name for r in DEFAULT_RULES} | {h.name for h in DEFAULT_HEADERS}
-
-
-def normalizer_without(names: Sequence[str]) -> tuple[LogNormalizer, str]:
-    """The normalizer table without the rules ``names``, and the version of that table (the
-    default version when nothing is left out: templates compare only within one version)."""
-    unknown = sorted(set(names) - rule_names())
-    if unknown:
-        raise ValueError(f"unknown normalizer rules: {', '.join(unknown)}")
-    if not names:
-        return LogNormalizer(), NORMALIZER_VERSION
-    drop = set(names)
-    normalizer = LogNormalizer(
-        [r for r in DEFAULT_RULES if r.name not in drop], [h for h in DEFAULT_HEADERS if h.name not in drop]
-    )
-    digest = hashlib.sha256(",".join(sorted(drop)).encode()).hexdigest()[:8]
-    return normalizer, f"{NORMALIZER_VERSION}-without-{digest}"
-
-
 @dataclass
 class _Form:
     fingerprint: str
@@ -86,14 +59,16 @@ class _Form:
 class _Memory:
     """What the shadow remembers of one tenant+service: forms, newest last."""
 
-    forms: list[_Form] = field(default_factory=list)
-    seen_tickets: set[str] = field(default_factory=set)  # live tickets a shadow ticket stands for
+    forms: dict[str, _Form] = field(default_factory=dict)  # by fingerprint, oldest first
 
     def add(self, form: _Form) -> None:
-        self.forms.append(form)
-        self.seen_tickets.add(form.ticket)
+        self.forms[form.fingerprint] = form
         if len(self.forms) > FORMS_PER_SERVICE:
-            del self.forms[0]
+            del self.forms[next(iter(self.forms))]
+
+    def stands_for(self, ticket: str) -> bool:
+        """Whether a remembered shadow ticket stands for the live ``ticket``."""
+        return any(f.ticket == ticket for f in self.forms.values())
 
 
 @dataclass
@@ -204,28 +179,27 @@ class Shadow:
             self._memory.put(key, memory)
         decision = self._match(memory, norm.fingerprint, norm.template, vector)
         live = job.result
-        live_ticket = NEW if live.status == "new" else live.ticket_id
+        live_ticket = NEW if live.status == "new" or live.ticket_id is None else live.ticket_id
         shadow_ticket = NEW if decision.ticket_id is None else decision.ticket_id
-        if shadow_ticket == NEW and live_ticket != NEW and live_ticket not in memory.seen_tickets:
+        if shadow_ticket == NEW and live_ticket != NEW and not memory.stands_for(live_ticket):
             verdict: Verdict = "warming_up"  # joined a ticket from before the shadow started
         else:
             verdict = "agree" if shadow_ticket == live_ticket else "disagree"
-        if all(f.fingerprint != norm.fingerprint for f in memory.forms):
+        if norm.fingerprint not in memory.forms:
             home = live.ticket_id if decision.ticket_id is None else decision.ticket_id
             memory.add(_Form(norm.fingerprint, norm.template, vector, home or ""))
         return verdict, _disagreement(job, decision, shadow_ticket) if verdict == "disagree" else None
 
     def _match(self, memory: _Memory, fingerprint: str, template: str, vector: Vector) -> MatchDecision:
-        exact = next((f for f in memory.forms if f.fingerprint == fingerprint), None)
+        exact = memory.forms.get(fingerprint)
         if exact is not None:
             return MatchDecision(exact.ticket, "fingerprint", 1.0, template, (), 1.0, template)
         if not memory.forms:
             return MatchDecision(None, None, None, template, (), report_template=template)
-        scores = np.stack([f.vector for f in memory.forms]) @ np.asarray(vector, dtype=np.float32)
+        forms = list(memory.forms.values())
+        scores = np.stack([f.vector for f in forms]) @ np.asarray(vector, dtype=np.float32)
         best = np.argsort(-scores)[: self._search_limit]
-        candidates = [
-            Candidate(memory.forms[i].ticket, memory.forms[i].template, float(scores[i])) for i in best
-        ]
+        candidates = [Candidate(forms[i].ticket, forms[i].template, float(scores[i])) for i in best]
         return choose_match(template, candidates, self._thresholds)
 
     def _count(self, tenant: str, verdict: Verdict) -> None:
